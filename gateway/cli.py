@@ -1,0 +1,105 @@
+"""`gateway run | check | schema | demo`: thin commands over the library.
+
+Every user-facing failure is one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gateway.configfile import load_spec
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+from gateway.spec import GatewaySpec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gateway` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.command(args)
+        return result
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    except ValidationError as exc:  # settings from the environment
+        for error in exc.errors(include_url=False):
+            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"environment: {name}: {error['msg']}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve the gateway")
+    run.add_argument("--config", required=True, help="routes file (YAML)")
+    run.add_argument("--host", help="bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="bind port (default 8080)")
+    run.add_argument("--workers", type=int, help="worker processes (default 1)")
+    run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an inherited listening socket
+    run.set_defaults(command=_run)
+
+    check = commands.add_parser("check", help="validate a routes file")
+    check.add_argument("file")
+    check.set_defaults(command=_check)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the routes file")
+    schema.set_defaults(command=_schema)
+
+    demo = commands.add_parser("demo", help="start the demo stack (services + gateway)")
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
+    spec = load_spec(args.config)  # before uvicorn: a bad file is one line, not a traceback
+    os.environ["GATEWAY_CONFIG"] = str(Path(args.config).resolve())  # for worker processes
+    settings = Settings(**overrides, config=os.environ["GATEWAY_CONFIG"])
+    serve(spec, settings, fd=args.fd)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    spec = load_spec(args.file)
+    calls = sum(len(e.calls) for e in spec.endpoints)
+    print(
+        f"{args.file}: ok: {len(spec.backends)} backends, {len(spec.endpoints)} endpoints, "
+        f"{calls} calls"
+    )
+    return 0
+
+
+def schema_text() -> str:
+    """The JSON Schema of the routes file, as committed in gateway/schema.json."""
+    schema = GatewaySpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    code: int = run_demo(args.port)
+    return code

@@ -1,0 +1,68 @@
+"""The gateway's exception tree.
+
+    GatewayError
+    ├── ConfigError            the config file is invalid (carries one line per problem)
+    ├── BadRequest             the client request cannot be planned (-> 400)
+    └── CallError              an expected failure of one backend call (-> an Outcome, not a 500)
+        ├── CallTimeout        the call's own timeout or the endpoint deadline passed
+        ├── UpstreamUnavailable connection refused/reset, DNS, pool closed
+        ├── BadStatus          the upstream answered a non-2xx status
+        ├── BadBody            the upstream body is not JSON, or lacks the `target` field
+        └── Skipped            a call this one `needs` failed, so it never ran
+
+Lower-layer errors (aiohttp, asyncio) are translated into these at the backend boundary;
+anything else is a bug and propagates as a 500.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """An invalid config file. `problems` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class BadRequest(GatewayError):
+    """The client request is malformed for this endpoint (e.g. a path parameter of `..`)."""
+
+
+class CallError(GatewayError):
+    """An expected failure of one backend call; it becomes a failed Outcome."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class CallTimeout(CallError):
+    """The call did not finish within its timeout or the endpoint deadline."""
+
+
+class UpstreamUnavailable(CallError):
+    """The upstream could not be reached (refused, reset, DNS failure, pool closed)."""
+
+
+class BadStatus(CallError):
+    """The upstream answered with a status outside 2xx."""
+
+
+class BadBody(CallError):
+    """The upstream answered 2xx but the body is not usable JSON."""
+
+
+class Skipped(CallError):
+    """The call was not made because a call it needs failed; `cause` names that call."""
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause

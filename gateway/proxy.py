@@ -1,0 +1,154 @@
+"""Passthrough routes: method, body, status and headers streamed both ways, nothing buffered.
+
+Path values are taken from the *raw* request path, segment by segment: each segment is
+decoded, refused if it is `.` or `..` (after decoding, so `%2e%2e` counts), and re-encoded as
+one segment, so `..%2F` or an encoded slash can never move the request to another upstream
+path. Hop-by-hop headers (and those named in `Connection`) are dropped in both directions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from urllib.parse import quote, unquote
+
+import aiohttp
+from multidict import CIMultiDict
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.aggregate import Handler
+from gateway.backends import Backends
+from gateway.body_limit import BodyTooLarge, declared_length_exceeds, has_body, limited_stream
+from gateway.plan import SEGMENT_SAFE, has_dot_segment
+from gateway.problems import problem
+from gateway.request_id import current_request_id
+from gateway.spec import HOP_BY_HOP, EndpointSpec, ProxySpec
+from gateway.templates import RequestValues, parse_template, render
+
+# uvicorn writes its own Date and Server headers; upstream copies would be duplicates
+_REPLACED_BY_SERVER = frozenset({"date", "server"})
+CHUNK = 64 * 1024
+
+
+def raw_path_pattern(route_path: str) -> re.Pattern[str]:
+    """A regex over the raw (still percent-encoded) path with one group per path parameter."""
+    out, pos = [], 0
+    for match in re.finditer(r"\{([^{}:]+)(?::([^{}]+))?\}", route_path):
+        out.append(re.escape(route_path[pos : match.start()]))
+        name, convertor = match.group(1), match.group(2)
+        out.append(f"(?P<{name}>.*)" if convertor == "path" else f"(?P<{name}>[^/]+)")
+        pos = match.end()
+    out.append(re.escape(route_path[pos:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+def reencode(raw_value: str) -> str | None:
+    """Re-encode a raw path value segment by segment; None if any segment could climb."""
+    segments = []
+    for raw_segment in raw_value.split("/"):
+        decoded = unquote(raw_segment)
+        if has_dot_segment(decoded):
+            return None
+        segments.append(quote(decoded, safe=SEGMENT_SAFE))
+    return "/".join(segments)
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers and every header the Connection header names."""
+    pairs = list(headers)
+    named = {
+        token.strip().lower()
+        for name, value in pairs
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    return [(k, v) for k, v in pairs if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+
+
+def proxy_handler(
+    endpoint: EndpointSpec,
+    proxy: ProxySpec,
+    backends: Backends,
+    default_timeout: float,
+    max_body: int,
+) -> Handler:
+    """The request handler of one passthrough endpoint, built once at start-up."""
+    pattern = raw_path_pattern(endpoint.path)
+    template = parse_template(proxy.path)
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=proxy.timeout or default_timeout,
+        sock_read=proxy.timeout or default_timeout,
+    )
+
+    async def handle(request: Request) -> Response:
+        if declared_length_exceeds(request, max_body):
+            return problem(413, f"request body is larger than {max_body} bytes")
+        match = pattern.match(
+            request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        )
+        params = {
+            name: reencode(value) for name, value in (match.groupdict() if match else {}).items()
+        }
+        if match is None or any(value is None for value in params.values()):
+            return problem(400, "path segments '.' and '..' are not allowed")
+        values = RequestValues(
+            path={k: v or "" for k, v in params.items()}, query={}, headers={}, results={}
+        )
+        upstream = backends.upstreams[proxy.backend]
+        url = upstream.url(render(template, values, str), request.url.query)
+        headers = CIMultiDict(
+            (k, v) for k, v in strip_hop_by_hop(request.headers.items()) if k.lower() != "host"
+        )
+        headers["X-Request-ID"] = current_request_id.get()
+        if request.client:
+            headers.add("X-Forwarded-For", request.client.host)
+        headers["X-Forwarded-Proto"] = request.url.scheme
+        headers["X-Forwarded-Host"] = request.headers.get("host", "")
+        body = limited_stream(request, max_body) if has_body(request) else None
+
+        await upstream.slots.acquire()
+        try:
+            upstream_response = await upstream.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                auto_decompress=False,
+            )
+        except BodyTooLarge as exc:
+            upstream.slots.release()
+            return problem(413, str(exc))
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            upstream.slots.release()
+            return problem(504, f"{proxy.backend} did not answer in time")
+        except aiohttp.ClientError as exc:
+            upstream.slots.release()
+            if isinstance(exc.__cause__, BodyTooLarge):
+                return problem(413, str(exc.__cause__))
+            return problem(502, f"cannot reach {proxy.backend}: {exc}")
+        except BaseException:
+            upstream.slots.release()
+            raise
+
+        async def stream() -> AsyncIterator[bytes]:
+            # the finally runs on completion, on error and on client disconnect (cancellation)
+            try:
+                async for chunk in upstream_response.content.iter_chunked(CHUNK):
+                    yield chunk
+            finally:
+                upstream_response.release()
+                upstream.slots.release()
+
+        response = StreamingResponse(stream(), status_code=upstream_response.status)
+        response.raw_headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in strip_hop_by_hop(upstream_response.headers.items())
+            if k.lower() not in _REPLACED_BY_SERVER
+        ]
+        return response
+
+    return handle

@@ -1,0 +1,42 @@
+"""The vocabulary every layer composes: a backend call is a function from request to response.
+
+A backend of any kind (HTTP, SQL, a thread-pool client, a process-pool function) is turned into
+a `Call` once, at start-up; policies (timeouts, retries, breakers...) are `Policy` functions
+that wrap a `Call` and return another one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = Any
+"""A decoded JSON value (orjson gives dict, list, str, int, float, bool or None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """One call to one backend, fully rendered from the client request: no templates left.
+
+    HTTP backends read `method`, `path` (already percent-encoded), `query`, `headers`;
+    other kinds read `args` (SQL bind parameters, keyword arguments of a blocking client).
+    """
+
+    method: str = "GET"
+    path: str = "/"
+    query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResponse:
+    """What a successful call produced: the upstream status and the decoded JSON body."""
+
+    status: int
+    body: JSON
+
+
+Call = Callable[[BackendRequest], Awaitable[BackendResponse]]
+Policy = Callable[[Call], Call]

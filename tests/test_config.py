@@ -1,0 +1,173 @@
+"""Config validation: every bad config gets one precise line per problem, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import schema_text
+from gateway.configfile import parse_spec
+from gateway.errors import ConfigError
+from gateway.spec import parse_duration
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = """
+backends:
+  catalog: {kind: http, url: "http://127.0.0.1:8101"}
+  reviews: {kind: http, url: "http://127.0.0.1:8102"}
+"""
+
+BAD_CONFIGS = [
+    (
+        "endpoints: [{path: /a, calls: [{backend: catlog}]}]",
+        "endpoints[0].calls[0].backend: unknown backend 'catlog' (known: catalog, reviews)",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{backend: catalog, tiemout: 1s}]}]",
+        "endpoints[0].calls[0].tiemout: unknown field",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{backend: catalog, timeout: soon}]}]",
+        "endpoints[0].calls[0].timeout: 'soon' is not a duration",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{backend: catalog, timeout: -1}]}]",
+        "endpoints[0].calls[0].timeout: Input should be greater than 0",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{name: x, backend: catalog}, {name: x, backend: reviews}]}]",
+        "endpoints[0].calls[1].name: duplicate call name 'x'",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{name: x, backend: catalog, needs: [y]}]}]",
+        "endpoints[0].calls[0].needs: unknown call 'y' (calls: x)",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{name: x, backend: catalog, needs: [y]}, "
+        "{name: y, backend: catalog, needs: [x]}]}]",
+        "endpoints[0].calls: `needs` cycle: x -> y -> x",
+    ),
+    (
+        'endpoints: [{path: "/a/{id}", calls: [{backend: catalog, path: "/p/{idd}"}]}]',
+        "endpoints[0].calls[0].path: {idd}: the endpoint path has no parameter 'idd'",
+    ),
+    (
+        'endpoints: [{path: /a, calls: [{name: x, backend: catalog}, {backend: catalog, path: "/p/{calls.x.id}"}]}]',
+        "endpoints[0].calls[1].path: {calls.x.id}: add 'x' to `needs` to use its result",
+    ),
+    (
+        'endpoints: [{path: /a, calls: [{backend: catalog, path: "/p/{oops"}]}]',
+        "endpoints[0].calls[0].path: unbalanced '{'",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{backend: catalog, allow: [a], deny: [b]}]}]",
+        "endpoints[0].calls[0]: give `allow` or `deny`, not both",
+    ),
+    (
+        "endpoints: [{path: /a}]",
+        "endpoints[0]: give either `calls` or `proxy`, not both and not neither",
+    ),
+    (
+        "endpoints: [{path: /a, forward_headers: [Connection], calls: [{backend: catalog}]}]",
+        "endpoints[0].forward_headers: 'Connection' is hop-by-hop",
+    ),
+    (
+        "endpoints: [{path: /a, calls: [{backend: catalog}]}, {path: /a, calls: [{backend: reviews}]}]",
+        "endpoints[1].path: same route as endpoints[0] (GET)",
+    ),
+    (
+        'endpoints: [{path: "/p/{rest:path}", proxy: {backend: nope, path: "/{rest}"}}]',
+        "endpoints[0].proxy.backend: unknown backend 'nope' (known: catalog, reviews)",
+    ),
+    (
+        "endpoints: [{path: no-slash, calls: [{backend: catalog}]}]",
+        "endpoints[0].path: String should match pattern '^/'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), BAD_CONFIGS)
+def test_bad_config_names_file_field_and_reason(body: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec("version: 1\n" + BACKENDS + body, "demo.yaml")
+    assert any(line.startswith(f"demo.yaml: {expected}") for line in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("{kind: http}", "backends.c: give exactly one of `url` or `urls`"),
+        ('{kind: http, url: "ftp://x"}', "backends.c.url: 'ftp://x' is not an http:// or https://"),
+        ('{kind: http, url: "http://x", max_connections: 0}', "backends.c.max_connections:"),
+        ('{kind: smtp, url: "http://x"}', "backends.c"),
+    ],
+)
+def test_bad_backend(backend: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec(f"version: 1\nbackends:\n  c: {backend}\n", "f.yaml")
+    assert any(line.startswith(f"f.yaml: {expected}") for line in caught.value.problems)
+
+
+def test_yaml_syntax_error_gives_line_and_column() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec("version: 1\nbackends: {a: [\n", "x.yaml")
+    assert caught.value.problems[0].startswith("x.yaml:3:1: YAML syntax error")
+
+
+def test_defaults_and_names_are_resolved() -> None:
+    spec = parse_spec(
+        "version: 1\n" + BACKENDS + "endpoints: [{path: /a, calls: [{backend: catalog, group: g}, "
+        "{backend: reviews}]}]",
+        "ok.yaml",
+    )
+    endpoint = spec.endpoints[0]
+    assert [c.name for c in endpoint.calls] == ["g", "call1"]
+    assert endpoint.method == "GET" and endpoint.timeout == 5.0
+    assert spec.backends["catalog"].timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("250ms", 0.25), ("2s", 2.0), (3, 3.0), ("1.5", 1.5), ("1m", 60.0)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_check_command_prints_problems_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "demo.yaml"
+    bad.write_text(
+        "version: 1\n" + BACKENDS + "endpoints: [{path: /a, calls: [{backend: catlog}]}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"{bad}: endpoints[0].calls[0].backend: unknown backend 'catlog' (known: catalog, reviews)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_check_command_accepts_the_demo() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "examples/demo.yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("examples/demo.yaml: ok:")
+
+
+def test_committed_schema_is_up_to_date() -> None:
+    committed = (REPO / "gateway" / "schema.json").read_text()
+    assert committed == schema_text(), "run `gateway schema > gateway/schema.json`"

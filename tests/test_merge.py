@@ -1,0 +1,69 @@
+"""Merge rules as tables: target -> allow/deny -> rename -> group, config order wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.errors import BadBody
+from gateway.merge import Shape, dotted, merge, take_target, transform
+
+PRODUCT = {"id": 1, "name": "Lamp", "price_cents": 900, "dims": {"w": 1, "h": 2}, "tags": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("shape", "value", "expected"),
+    [
+        (Shape("p", allow=(("id",), ("name",))), PRODUCT, {"id": 1, "name": "Lamp"}),
+        (Shape("p", allow=(("dims", "w"),)), PRODUCT, {"dims": {"w": 1}}),
+        (Shape("p", allow=(("dims",), ("dims", "w"))), PRODUCT, {"dims": {"w": 1, "h": 2}}),
+        (Shape("p", allow=(("missing",),)), PRODUCT, {}),
+        (
+            Shape("p", deny=(("dims", "h"), ("tags",))),
+            PRODUCT,
+            {"id": 1, "name": "Lamp", "price_cents": 900, "dims": {"w": 1}},
+        ),
+        (
+            Shape("p", allow=(("id",), ("price_cents",)), rename=(("price_cents", "price"),)),
+            PRODUCT,
+            {"id": 1, "price": 900},
+        ),
+        (Shape("p", allow=(("id",),)), [{"id": 1, "x": 2}, {"id": 3}], [{"id": 1}, {"id": 3}]),
+        (
+            Shape("p", allow=(("items", "id"),)),
+            {"items": [{"id": 1, "x": 2}]},
+            {"items": [{"id": 1}]},
+        ),
+        (Shape("p", deny=(("x",),)), 42, 42),
+    ],
+)
+def test_transform(shape: Shape, value: Any, expected: Any) -> None:
+    assert transform(value, shape) == expected
+
+
+def test_target_takes_nested_field_or_fails() -> None:
+    assert take_target({"data": {"item": 5}}, dotted("data.item")) == 5
+    assert take_target([1], ()) == [1]
+    with pytest.raises(BadBody, match=r"no field 'data\.x'"):
+        take_target({"data": {}}, dotted("data.x"))
+
+
+def test_merge_follows_config_order_and_groups() -> None:
+    merged = merge(
+        [
+            (Shape("a"), {"id": 1, "name": "first"}),
+            (Shape("b"), {"id": 2}),
+            (Shape("c", group="reviews"), {"n": 3}),
+            (Shape("d", group="reviews"), {"m": 4}),
+            (Shape("e"), [1, 2]),
+            (Shape("f", group="count"), 7),
+        ]
+    )
+    assert merged == {
+        "id": 2,
+        "name": "first",
+        "reviews": {"n": 3, "m": 4},
+        "e": [1, 2],
+        "count": 7,
+    }
