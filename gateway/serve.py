@@ -45,11 +45,11 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not calling super(): it records the signal and re-raises it after shutdown, which
         # would end the process by signal instead of exit code 0.
+        self.health.state = "draining"
         if self._drain_started or self._loop is None or self.drain_seconds <= 0:
             self.should_exit = True
             return
         self._drain_started = True
-        self.health.state = "draining"
         log.info("draining: /readyz is 503, serving for %.1fs more", self.drain_seconds)
         self._loop.call_soon_threadsafe(
             self._loop.call_later, self.drain_seconds, self._finish_drain
