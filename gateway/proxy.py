@@ -8,14 +8,16 @@ path. Hop-by-hop headers (and those named in `Connection`) are dropped in both d
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from urllib.parse import quote, unquote
 
 import aiohttp
 from multidict import CIMultiDict
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.aggregate import Handler
 from gateway.backends import Backends
@@ -66,6 +68,24 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     return [(k, v) for k, v in pairs if k.lower() not in HOP_BY_HOP and k.lower() not in named]
 
 
+class UpstreamStreamingResponse(StreamingResponse):
+    """Streams an upstream body; the upstream connection and slot are released exactly once,
+    however the response ends (completed, failed, or cancelled before it even started: an
+    async generator that never ran would never reach its `finally`)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], status_code: int, release: Callable[[], None]
+    ) -> None:
+        super().__init__(content, status_code=status_code)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 def proxy_handler(
     endpoint: EndpointSpec,
     proxy: ProxySpec,
@@ -76,11 +96,8 @@ def proxy_handler(
     """The request handler of one passthrough endpoint, built once at start-up."""
     pattern = raw_path_pattern(endpoint.path)
     template = parse_template(proxy.path)
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=proxy.timeout or default_timeout,
-        sock_read=proxy.timeout or default_timeout,
-    )
+    seconds = proxy.timeout or default_timeout
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
     async def handle(request: Request) -> Response:
         if declared_length_exceeds(request, max_body):
@@ -108,7 +125,13 @@ def proxy_handler(
         headers["X-Forwarded-Host"] = request.headers.get("host", "")
         body = limited_stream(request, max_body) if has_body(request) else None
 
-        await upstream.slots.acquire()
+        try:
+            # the wait for a free upstream slot is bounded like the connect itself
+            async with asyncio.timeout(seconds):
+                await upstream.slots.acquire()
+        except TimeoutError:
+            return problem(503, f"{proxy.backend} is at capacity", headers={"Retry-After": "1"})
+        handed_to_stream = False
         try:
             upstream_response = await upstream.session.request(
                 request.method,
@@ -119,31 +142,26 @@ def proxy_handler(
                 timeout=timeout,
                 auto_decompress=False,
             )
+            handed_to_stream = True
         except BodyTooLarge as exc:
-            upstream.slots.release()
             return problem(413, str(exc))
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            upstream.slots.release()
             return problem(504, f"{proxy.backend} did not answer in time")
         except aiohttp.ClientError as exc:
-            upstream.slots.release()
             if isinstance(exc.__cause__, BodyTooLarge):
                 return problem(413, str(exc.__cause__))
             return problem(502, f"cannot reach {proxy.backend}: {exc}")
-        except BaseException:
-            upstream.slots.release()
-            raise
-
-        async def stream() -> AsyncIterator[bytes]:
-            # the finally runs on completion, on error and on client disconnect (cancellation)
-            try:
-                async for chunk in upstream_response.content.iter_chunked(CHUNK):
-                    yield chunk
-            finally:
-                upstream_response.release()
+        finally:
+            if not handed_to_stream:
                 upstream.slots.release()
 
-        response = StreamingResponse(stream(), status_code=upstream_response.status)
+        def release() -> None:
+            upstream_response.release()
+            upstream.slots.release()
+
+        response = UpstreamStreamingResponse(
+            upstream_response.content.iter_chunked(CHUNK), upstream_response.status, release
+        )
         response.raw_headers = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in strip_hop_by_hop(upstream_response.headers.items())

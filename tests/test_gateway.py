@@ -19,6 +19,7 @@ version: 1
 backends:
   catalog: {{kind: http, url: "{catalog}", timeout: 2s}}
   reviews: {{kind: http, url: "{reviews}", timeout: 2s}}
+  single: {{kind: http, url: "{catalog}", timeout: 2s, max_connections: 1}}
 endpoints:
   - path: /merge/{{id}}
     calls:
@@ -89,6 +90,8 @@ endpoints:
       - {{name: seen, backend: catalog, path: /headers, group: seen}}
   - path: /api/catalog/{{rest:path}}
     proxy: {{backend: catalog, path: "/{{rest}}"}}
+  - path: /single/{{rest:path}}
+    proxy: {{backend: single, path: "/{{rest}}"}}
   - path: /big/{{rest:path}}
     max_body: 64MiB
     proxy: {{backend: catalog, path: "/{{rest}}"}}
@@ -291,6 +294,16 @@ def test_passthrough_streams_large_bodies_both_ways(http: httpx.Client) -> None:
             digest.update(chunk)
     assert received == size
     assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_abandoned_download_gives_its_upstream_slot_back(http: httpx.Client) -> None:
+    # the `single` backend allows one call in flight: a leaked slot would make the
+    # next request wait its 2 s timeout and answer 503
+    for _ in range(3):
+        with http.stream("GET", "/single/blob", params={"size": 64 * 1024 * 1024}) as response:
+            assert response.status_code == 200
+            next(response.iter_bytes())  # read a little, then hang up mid-body
+    assert http.get("/single/products/3").json()["id"] == 3
 
 
 def test_body_over_the_limit_is_413(http: httpx.Client) -> None:
