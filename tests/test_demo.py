@@ -1,0 +1,70 @@
+"""`gateway demo` end to end: it starts, answers the curl lines it prints, and Ctrl-C stops
+every process it started. The demo uses its documented fixed ports (8101, 8102, ...)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from tests.processes import REPO, listening_socket
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    with listening_socket() as probe:  # a free port for the gateway
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    for line in process.stdout:  # the demo prints its curl lines once everything listens
+        printed.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    yield process, printed
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_demo_answers_its_curl_lines_and_stops_everything(
+    demo: tuple[subprocess.Popen[str], list[str]],
+) -> None:
+    process, printed = demo
+    started = any("Ctrl-C stops everything" in line for line in printed)
+    assert started, "the demo did not start (its reason is on stderr): " + "".join(printed)
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert len(children) >= 3  # services and the gateway
+
+    urls = [re.search(r"(http://\S+?)'?(\s|$)", line) for line in printed if "curl" in line]
+    assert len(urls) >= 5
+    with httpx.Client(timeout=30) as client:
+        for match in urls:
+            assert match is not None
+            url = match.group(1)
+            response = client.get(url)
+            # some lines show errors on purpose (a timeout, a bad parameter): every answer is
+            # JSON or a problem+json, never an internal error
+            assert response.status_code != 500, (url, response.text)
+            if response.status_code >= 400:
+                assert response.headers["content-type"] == "application/problem+json", url
+            elif "/metrics" not in url:
+                assert response.headers["content-type"].startswith("application/"), url
+        product = client.get(urls[0].group(1) if urls[0] else "").json()
+        assert product["id"] == 42 and "author" in product and "reviews" in product
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], f"left running: {alive}"
