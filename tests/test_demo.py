@@ -36,6 +36,7 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     if process.poll() is None:
         process.kill()
         process.wait()
+    process.stdout.close()
 
 
 def test_demo_answers_its_curl_lines_and_stops_everything(
