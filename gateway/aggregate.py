@@ -18,24 +18,41 @@ from starlette.responses import Response
 
 from gateway.backends import Backends
 from gateway.body_limit import declared_length_exceeds
-from gateway.errors import BadRequest, CallError, CallTimeout, Skipped
+from gateway.errors import (
+    BadArgument,
+    BadRequest,
+    CallError,
+    CallTimeout,
+    NoRow,
+    Refused,
+    Skipped,
+)
 from gateway.execute import Outcome, Step, execute
 from gateway.merge import merge, take_target, transform
 from gateway.metrics import GatewayMetrics
 from gateway.plan import CallPlan, EndpointPlan, reject_dot_segments, render_request
+from gateway.policies import Resilience
 from gateway.problems import problem
 from gateway.request_id import current_request_id
+from gateway.sql_params import check_request
 from gateway.templates import RequestValues
-from gateway.types import JSON
+from gateway.types import JSON, Call
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def aggregation_handler(
-    plan: EndpointPlan, backends: Backends, metrics: GatewayMetrics, max_body: int
+    plan: EndpointPlan,
+    backends: Backends,
+    metrics: GatewayMetrics,
+    max_body: int,
+    resilience: Resilience,
 ) -> Handler:
     """The request handler of one aggregation endpoint, built once at start-up."""
     by_name = {call.name: call for call in plan.calls}
+    # each call's policy-wrapped Call, built at its first use: by then the lifespan has opened
+    # the backends and their shared policy state
+    wrapped: dict[str, Call] = {}
 
     async def handle(request: Request) -> Response:
         if declared_length_exceeds(request, max_body):
@@ -50,6 +67,10 @@ def aggregation_handler(
             headers=dict(request.headers),
             results={},
         )
+        try:
+            check_request((call.sql for call in plan.calls), values)  # typed SQL parameters
+        except BadRequest as exc:
+            return problem(400, str(exc))
         forwarded_query = tuple(
             (name, value)
             for name in plan.forward_query
@@ -60,19 +81,24 @@ def aggregation_handler(
             ("x-request-id", current_request_id.get()),
         )
 
+        deadline = asyncio.get_running_loop().time() + plan.timeout
+
         def step(call: CallPlan) -> Step:
-            backend_call = backends.calls[call.backend]
+            backend_call = wrapped.get(call.name)
+            if backend_call is None:
+                backend_call = wrapped[call.name] = resilience.wrap(call.backend, call.policies)
 
             async def run(results: Mapping[str, Any]) -> JSON:
                 backend_request = render_request(
                     call, replace(values, results=results), forwarded_query, forwarded_headers
                 )
-                response = await backend_call(backend_request)
+                response = await backend_call(replace(backend_request, deadline=deadline))
                 return take_target(response.body, call.shape.target)
 
-            return Step(call.name, call.needs, call.timeout, run)
+            # the call's own timeout bounds each try inside the policies (gateway/policies), so
+            # that retries get one each and breakers see timeouts; here only the deadline
+            return Step(call.name, call.needs, plan.timeout, run)
 
-        deadline = asyncio.get_running_loop().time() + plan.timeout
         outcomes = await execute([step(call) for call in plan.calls], deadline)
         _observe(metrics, plan.path, outcomes)
         return respond(plan, by_name, outcomes)
@@ -89,11 +115,12 @@ def respond(
     if len(failed) == len(outcomes):
         decisive = failed
     if decisive:
-        status = 504 if any(_timed_out(o.error, outcomes) for o in decisive.values()) else 502
+        status, headers = _failure_status([o.error for o in decisive.values()], outcomes)
         names = ", ".join(decisive)
         return problem(
             status,
             f"call(s) failed: {names}",
+            headers=headers,
             failed_calls={n: _describe(o.error) for n, o in failed.items()},
         )
     body = merge(
@@ -110,6 +137,22 @@ def respond(
         media_type="application/json",
         headers={"X-Gateway-Complete": "false" if failed else "true"},
     )
+
+
+def _failure_status(
+    errors: list[CallError | None], outcomes: Mapping[str, Outcome]
+) -> tuple[int, dict[str, str]]:
+    """The status of a failed endpoint: the most telling of its decisive errors."""
+    if any(_timed_out(e, outcomes) for e in errors):
+        return 504, {}
+    refused = [e for e in errors if isinstance(e, Refused)]
+    if refused:
+        return 503, {"Retry-After": str(max(e.retry_after for e in refused))}
+    if any(isinstance(e, BadArgument) for e in errors):
+        return 400, {}
+    if any(isinstance(e, NoRow) for e in errors):
+        return 404, {}
+    return 502, {}
 
 
 def _timed_out(error: CallError | None, outcomes: Mapping[str, Outcome]) -> bool:

@@ -6,6 +6,8 @@ first, SIGKILL after a grace period), so nothing is left running.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from gateway.embedded_pg import EmbeddedPostgresError, database
+from gateway.settings import EMBEDDED_DATABASE_URL
+from services.userdb import prepare as prepare_userdb
+
 REPO = Path(__file__).resolve().parent.parent
+PGDATA = REPO / ".fanout" / "pgdata"  # survives demo restarts; .fanout/ is gitignored
+EMBEDDED_PG_PORT = 8104  # the port of settings.EMBEDDED_DATABASE_URL
 DEMO_CONFIG = REPO / "examples" / "demo.yaml"
 STOP_GRACE_SECONDS = 10.0
 
@@ -31,11 +39,14 @@ class Service:
     argv: tuple[str, ...]
 
 
-def demo_services(gateway_port: int) -> list[Service]:
+def demo_services(gateway_port: int, database_url: str = EMBEDDED_DATABASE_URL) -> list[Service]:
     python = sys.executable
+    users = (python, "-m", "services.users", "--dsn", database_url, "--port", "8105")
     return [
+        Service("users", 8105, users),
         Service("catalog", 8101, (python, "-m", "services.catalog", "--port", "8101")),
         Service("reviews", 8102, (python, "-m", "services.reviews", "--port", "8102")),
+        Service("inventory", 8103, (python, "-m", "services.inventory", "--port", "8103")),
         Service(
             "gateway",
             gateway_port,
@@ -117,23 +128,41 @@ def run_demo(gateway_port: int) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     base = f"http://127.0.0.1:{gateway_port}"
     try:
-        with running(demo_services(gateway_port)):
-            print(
-                f"\nfanout demo is up.\n"
-                f"  gateway  {base}   (routes: {DEMO_CONFIG.relative_to(REPO)})\n"
-                f"  catalog  http://127.0.0.1:8101\n"
-                f"  reviews  http://127.0.0.1:8102\n\n"
-                f"Try:\n"
-                f"  curl -s {base}/api/products/42\n"
-                f"  curl -s '{base}/api/products/42?delay=1500ms' -i   # author/reviews time out\n"
-                f"  curl -s '{base}/api/products/42?fail=0.5' -i       # partial answers\n"
-                f"  curl -s {base}/api/home\n"
-                f"  curl -s {base}/api/catalog/products/7\n"
-                f"  curl -s {base}/metrics | grep gateway_requests\n\n"
-                f"Ctrl-C stops everything.",
-                flush=True,
-            )
-            signal.pause()
+        with database(PGDATA, EMBEDDED_PG_PORT) as database_url:
+            print("demo: PostgreSQL ready; preparing the users and orders tables...", flush=True)
+            asyncio.run(prepare_userdb(database_url))
+            # the gateway expands `${DATABASE_URL}` in examples/demo.yaml from its environment
+            os.environ["DATABASE_URL"] = database_url
+            with running(demo_services(gateway_port, database_url)):
+                _announce(base, database_url)
+                signal.pause()
+    except EmbeddedPostgresError as exc:
+        print(f"demo: PostgreSQL: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ndemo: stopping...", flush=True)
     return 0
+
+
+def _announce(base: str, database_url: str) -> None:
+    print(
+        f"\nfanout demo is up.\n"
+        f"  gateway  {base}   (routes: {DEMO_CONFIG.relative_to(REPO)})\n"
+        f"  catalog  http://127.0.0.1:8101\n"
+        f"  reviews  http://127.0.0.1:8102\n"
+        f"  users    http://127.0.0.1:8105\n"
+        f"  database {database_url}\n\n"
+        f"Try:\n"
+        f"  curl -s {base}/api/products/42\n"
+        f"  curl -s '{base}/api/products/42?delay=1500ms' -i   # author/reviews time out\n"
+        f"  curl -s '{base}/api/products/42?fail=0.5' -i       # partial answers\n"
+        f"  curl -s {base}/api/products/42/buy   # http + legacy (threads) + compute\n"
+        f"  curl -s {base}/api/home\n"
+        f"  curl -s {base}/api/users/7          # SQL (PostgreSQL) + HTTP in one fan-out\n"
+        f"  curl -si {base}/api/users/abc       # a bad typed parameter: 400\n"
+        f"  curl -sN '{base}/api/users-export?limit=5'   # NDJSON from a cursor\n"
+        f"  curl -s {base}/api/catalog/products/7\n"
+        f"  curl -s {base}/metrics | grep gateway_requests\n\n"
+        f"Ctrl-C stops everything.",
+        flush=True,
+    )

@@ -8,6 +8,12 @@
         ├── UpstreamUnavailable connection refused/reset, DNS, pool closed
         ├── BadStatus          the upstream answered a non-2xx status
         ├── BadBody            the upstream body is not JSON, or lacks the `target` field
+        ├── Refused            the backend's pool and queue are full: refused at once (-> 503)
+        ├── TargetFailed       a legacy client or compute function raised
+        ├── NoRow              a `result: one` SQL call found no row (-> 404)
+        ├── BadArgument        the database refused a bind value, e.g. out of range (-> 400)
+        ├── CircuitOpen        the backend's (or every host's) breaker is open: not sent
+        ├── BulkheadFull       the backend's `concurrency` cap is reached: not sent
         └── Skipped            a call this one `needs` failed, so it never ran
 
 Lower-layer errors (aiohttp, asyncio) are translated into these at the backend boundary;
@@ -58,6 +64,41 @@ class BadStatus(CallError):
 
 class BadBody(CallError):
     """The upstream answered 2xx but the body is not usable JSON."""
+
+
+class Refused(CallError):
+    """The backend is at capacity (threads and queue all taken); refused without waiting.
+
+    Decisive for an endpoint like a timeout is: the answer is 503 with `Retry-After`.
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TargetFailed(CallError):
+    """A legacy client or compute function raised; the message names the exception."""
+
+
+class NoRow(CallError):
+    """A `result: one` SQL call found no row; decisive for an endpoint, the answer is 404."""
+
+    status = 404
+
+
+class BadArgument(CallError):
+    """The database refused a client's bind value (e.g. out of the column's range) -> 400."""
+
+    status = 400
+
+
+class CircuitOpen(CallError):
+    """The circuit breaker of the backend (of every host of it) is open: failed without I/O."""
+
+
+class BulkheadFull(CallError):
+    """The backend already has `concurrency` calls in flight: failed at once, not queued."""
 
 
 class Skipped(CallError):

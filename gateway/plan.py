@@ -12,7 +12,9 @@ from urllib.parse import quote
 
 from gateway.errors import BadBody, BadRequest
 from gateway.merge import Shape, dotted
+from gateway.policies.resolve import CallPolicies, resolve_policies
 from gateway.spec import Backend, CallSpec, EndpointSpec
+from gateway.sql_params import SqlPlan
 from gateway.templates import MissingValue, RequestValues, Template, parse_template, render
 from gateway.types import BackendRequest
 
@@ -31,10 +33,13 @@ class CallPlan:
     path: Template
     query: tuple[tuple[str, Template], ...]
     headers: tuple[tuple[str, Template], ...]
+    args: tuple[tuple[str, Template], ...]
     needs: tuple[str, ...]
     required: bool
     timeout: float
     shape: Shape
+    policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
+    sql: SqlPlan | None = None  # calls to postgres backends
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,12 @@ def _plan_call(call: CallSpec, backend: Backend) -> CallPlan:
     return CallPlan(
         name=name,
         backend=call.backend,
-        method=call.method,
+        # an http method is case-insensitive; a legacy method is a Python name, kept as it is
+        method=call.method.upper() if backend.kind == "http" else call.method,
         path=parse_template(call.path),
         query=tuple((k, parse_template(v)) for k, v in call.query.items()),
         headers=tuple((k.lower(), parse_template(v)) for k, v in call.headers.items()),
+        args=tuple((k, parse_template(v)) for k, v in call.args.items()),
         needs=tuple(call.needs),
         required=call.required,
         timeout=call.timeout if call.timeout is not None else backend.timeout,
@@ -82,6 +89,12 @@ def _plan_call(call: CallSpec, backend: Backend) -> CallPlan:
             deny=tuple(dotted(p) for p in call.deny or ()),
             rename=tuple(call.rename.items()),
             group=call.group,
+        ),
+        policies=resolve_policies(call, backend),
+        sql=(
+            SqlPlan(call.sql, tuple(parse_template(p) for p in call.params), call.result or "many")
+            if call.sql is not None
+            else None
         ),
     )
 
@@ -120,6 +133,8 @@ def render_request(
         path = render(call.path, values, encode_segment)
         query = _render_pairs(call.query, values)
         headers = _render_pairs(call.headers, values)
+        args = _render_pairs(call.args, values)
+        sql_args = call.sql.args(values) if call.sql is not None else None  # postgres calls
     except MissingValue as exc:
         raise BadBody(f"cannot build the request: {exc}") from None
     own_query = {k for k, _ in query}
@@ -129,6 +144,7 @@ def render_request(
         path=path,
         query=query + tuple((k, v) for k, v in forwarded_query if k not in own_query),
         headers=headers + tuple((k, v) for k, v in forwarded_headers if k not in own_headers),
+        args=sql_args if sql_args is not None else dict(args),
     )
 
 

@@ -6,8 +6,13 @@ binds, its limits and its shutdown timings. `DATABASE_URL` is read here and nowh
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:8104/postgres"
+"""Where `gateway demo` runs its embedded PostgreSQL (see gateway/embedded_pg.py)."""
 
 
 class Settings(BaseSettings):
@@ -37,3 +42,23 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="After draining: time for in-flight requests to finish."
     )
     log_level: str = "info"
+    compute_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Worker processes of the shared compute pool (default: the CPU count).",
+    )
+    compute_queue: int = Field(
+        default=64, ge=0, description="Compute calls waiting for a worker; beyond it 503."
+    )
+    loop_lag_interval_seconds: float = Field(
+        default=0.02, gt=0, description="How often the event loop's lag is measured."
+    )
+    loop_lag_warn_seconds: float = Field(
+        default=0.1, gt=0, description="Log a warning when the loop was blocked this long."
+    )
+    database_url: str = Field(
+        default=EMBEDDED_DATABASE_URL,
+        validation_alias="DATABASE_URL",
+        description="What `${DATABASE_URL}` in a postgres backend's dsn expands to; unset: "
+        "the embedded PostgreSQL that `gateway demo` starts.",
+    )

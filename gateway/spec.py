@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, model_validator
 from yarl import URL
 
+from gateway.sql_checks import check_sql_call
+from gateway.targets import TargetError, has_method, is_class, picklable_function, resolve
 from gateway.templates import Ref, Template, TemplateSyntaxError, parse_template
 
 HOP_BY_HOP = frozenset(
@@ -77,7 +79,71 @@ def _check_base_url(url: str) -> str:
 BaseUrl = Annotated[str, BeforeValidator(lambda v: _check_base_url(v) if isinstance(v, str) else v)]
 
 
-class HttpBackend(Model):
+def parse_share(value: Any) -> Any:
+    """`"20%"` or a fraction like `0.2` -> 0.2 (a share of something, between 0 and 1)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage like '20%'") from None
+    return value
+
+
+Share = Annotated[
+    float, BeforeValidator(parse_share, json_schema_input_type=str | float), Field(ge=0, le=1)
+]
+RetryOn = Literal["connect", "timeout"] | Annotated[int, Field(ge=400, le=599)]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("connect", "timeout", 502, 503, 504)
+
+
+class RetrySpec(Model):
+    """Retries of idempotent calls: jittered exponential backoff, within a retry budget."""
+
+    attempts: int = Field(default=3, ge=1, le=10, description="Tries in all, the first included.")
+    backoff: Duration = Field(default=0.05, description="Wait before the first retry (jittered).")
+    max_backoff: Duration = Field(default=1.0, description="Longest wait between tries.")
+    on: list[RetryOn] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON),
+        description="What is retried: `connect` errors, `timeout`s, and these statuses.",
+    )
+    budget: Share = Field(
+        default=0.2, description="Retries in flight, as a share of the backend's active calls."
+    )
+    min_retries: int = Field(
+        default=3, ge=0, description="Retries in flight always allowed, whatever the budget."
+    )
+
+
+class BreakerSpec(Model):
+    """A circuit breaker per host: opens after `failures` consecutive failures within `window`."""
+
+    failures: int = Field(default=5, ge=1, description="Consecutive failures that open it.")
+    window: Duration = Field(default=10.0, description="Failures older than this are forgotten.")
+    cooldown: Duration = Field(default=5.0, description="Open this long, then one probe call.")
+
+
+class HedgeSpec(Model):
+    """Hedged requests: when no answer came after `after`, send another copy (up to `max`)."""
+
+    after: Duration = Field(default=0.1, description="Wait this long before each extra copy.")
+    max: int = Field(default=1, ge=0, le=3, description="Extra copies at most; 0 turns it off.")
+
+
+class ResilienceSpec(Model):
+    """Resilience policies of a backend (see docs/resilience.md); every one is off by default."""
+
+    retry: RetrySpec | None = None
+    breaker: BreakerSpec | None = None
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Bulkhead: calls in flight; over it a call fails at once."
+    )
+    hedge: HedgeSpec | None = None
+    coalesce: bool = Field(
+        default=False, description="Identical concurrent GETs share one upstream request."
+    )
+
+
+class HttpBackend(ResilienceSpec):
     """An HTTP upstream: one base URL, or several used round-robin."""
 
     kind: Literal["http"]
@@ -99,7 +165,85 @@ class HttpBackend(Model):
         return [self.url] if self.url is not None else list(self.urls or [])
 
 
-Backend = HttpBackend
+ImportPath = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="`package.module:attribute`, importable by the gateway process.",
+    ),
+]
+
+
+class LegacyBackend(Model):
+    """A blocking Python client run in a bounded thread pool of its own (see backends/legacy)."""
+
+    kind: Literal["legacy"]
+    target: ImportPath = Field(
+        description="A class (built once with `options` as keyword arguments; calls name a "
+        "`method`) or a function (called with `options` and the call's `args`)."
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+    threads: int = Field(default=8, ge=1, le=1024, description="Threads of this backend's pool.")
+    queue: int = Field(
+        default=0, ge=0, description="Calls waiting for a thread; beyond it calls get 503."
+    )
+    timeout: Duration = Field(default=2.0, description="Default per-call timeout.")
+
+
+class ComputeBackend(Model):
+    """A CPU-bound, picklable function run on the shared process pool (see backends/compute)."""
+
+    kind: Literal["compute"]
+    target: ImportPath = Field(description="A module-level function, called with `args`.")
+    timeout: Duration = Field(default=2.0, description="Default per-call timeout.")
+
+
+class PoolSpec(Model):
+    """Connection pool limits of a postgres backend."""
+
+    min: int = Field(default=2, ge=0, description="Connections opened at start-up and kept.")
+    max: int = Field(default=20, ge=1, description="Most connections open at once.")
+    acquire_timeout: Duration = Field(
+        default=1.0, description="Wait at most this long for a free connection, then 503."
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> PoolSpec:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be larger than max ({self.max})")
+        return self
+
+
+def _check_dsn(dsn: str) -> str:
+    if dsn.strip() == "${DATABASE_URL}":
+        return dsn.strip()
+    if "${" in dsn:
+        raise ValueError("only a dsn of exactly ${DATABASE_URL} is expanded from the environment")
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise ValueError("a dsn is a postgresql:// URL or ${DATABASE_URL}")
+    return dsn
+
+
+Dsn = Annotated[str, BeforeValidator(lambda v: _check_dsn(v) if isinstance(v, str) else v)]
+
+
+class PostgresBackend(Model):
+    """A PostgreSQL database through one asyncpg pool; its calls run SQL from this file."""
+
+    kind: Literal["postgres"]
+    dsn: Dsn = Field(
+        description="postgresql:// URL, or ${DATABASE_URL} (unset: the embedded demo database)."
+    )
+    pool: PoolSpec = Field(default_factory=PoolSpec)
+    statement_cache_size: int = Field(
+        default=100, ge=0, description="Prepared statements cached per connection; 0 for pgbouncer."
+    )
+    timeout: Duration = Field(default=2.0, description="Default per-call timeout.")
+
+
+Backend = Annotated[
+    HttpBackend | LegacyBackend | ComputeBackend | PostgresBackend, Field(discriminator="kind")
+]
 
 
 class CallSpec(Model):
@@ -108,9 +252,15 @@ class CallSpec(Model):
     name: str | None = Field(default=None, description="Defaults to `group`, else `call<index>`.")
     backend: str
     path: str = "/"
-    method: HttpMethod = "GET"
+    method: str = Field(
+        default="GET",
+        description="http: the HTTP method (default GET); legacy: the client method to call.",
+    )
     query: dict[str, str] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
+    args: dict[str, str] = Field(
+        default_factory=dict, description="legacy/compute: keyword arguments (templates)."
+    )
     target: str | None = Field(default=None, description="Take this (dotted) field first.")
     allow: list[str] | None = None
     deny: list[str] | None = None
@@ -119,6 +269,25 @@ class CallSpec(Model):
     required: bool = False
     timeout: Duration | None = None
     needs: list[str] = Field(default_factory=list)
+    idempotent: bool | None = Field(
+        default=None,
+        description="May be retried or hedged; default: true for GET, HEAD, OPTIONS over http.",
+    )
+    retry: RetrySpec | None = Field(default=None, description="Overrides the backend's `retry`.")
+    hedge: HedgeSpec | None = Field(default=None, description="Overrides the backend's `hedge`.")
+    coalesce: bool | None = Field(default=None, description="Overrides the backend's `coalesce`.")
+    sql: str | None = Field(
+        default=None,
+        description="postgres: the statement; request values reach it only as `params`.",
+    )
+    params: list[str] = Field(
+        default_factory=list, description="postgres: bind parameters $1, $2...: e.g. '{id:int}'."
+    )
+    result: Literal["one", "many", "value", "stream"] | None = Field(
+        default=None,
+        description="postgres: one row (404 if none), many rows (default), the first column "
+        "of the first row, or stream (NDJSON; the endpoint's only call).",
+    )
 
 
 class ProxySpec(Model):
@@ -184,6 +353,7 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
     problems: list[Problem] = []
     known = ", ".join(sorted(spec.backends)) or "none"
     seen_routes: dict[tuple[str, str], int] = {}
+    problems += _check_targets(spec)
     for e_index, endpoint in enumerate(spec.endpoints):
         where = f"endpoints[{e_index}]"
         route = (endpoint.method, re.sub(r"\{[^{}]+\}", "{}", endpoint.path))
@@ -239,6 +409,7 @@ def _check_call(
             problems.append(
                 (f"{where}.needs", f"unknown call {need!r} (calls: {', '.join(names)})")
             )
+    problems += check_sql_call(spec, call, params, where, calls=len(names))
     if call.allow is not None and call.deny is not None:
         problems.append((where, "give `allow` or `deny`, not both"))
     for old in call.rename:
@@ -249,11 +420,68 @@ def _check_call(
     templates = [("path", call.path)]
     templates += [(f"query.{k}", v) for k, v in call.query.items()]
     templates += [(f"headers.{k}", v) for k, v in call.headers.items()]
+    templates += [(f"args.{k}", v) for k, v in call.args.items()]
+    problems += _check_call_kind(spec.backends.get(call.backend), call, where)
     for field_name, text in templates:
         template, found = _parse(text, f"{where}.{field_name}")
         problems += found
         for ref in template.refs if template else ():
             problems += _check_ref(ref, call, params, f"{where}.{field_name}")
+    return problems
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HTTP_CALL_FIELDS = ("path", "query", "headers")
+
+
+def _check_targets(spec: GatewaySpec) -> list[Problem]:
+    """Legacy and compute targets import, and a compute target can travel to a worker."""
+    problems: list[Problem] = []
+    for name, backend in spec.backends.items():
+        if backend.kind not in ("legacy", "compute"):
+            continue
+        where = f"backends.{name}.target"
+        try:
+            target = resolve(backend.target)
+        except TargetError as exc:
+            problems.append((where, str(exc)))
+            continue
+        if backend.kind == "compute" and not picklable_function(target):
+            problems.append((where, "must be a module-level function (workers import it by name)"))
+    return problems
+
+
+def _check_call_kind(backend: Backend | None, call: CallSpec, where: str) -> list[Problem]:
+    """The fields a call may use depend on its backend's kind."""
+    if backend is None:
+        return []
+    if backend.kind == "http":
+        problems: list[Problem] = []
+        if call.method.upper() not in HTTP_METHODS:
+            expected = ", ".join(f"'{m}'" for m in HTTP_METHODS[:-1])
+            problems.append((f"{where}.method", f"Input should be {expected} or 'OPTIONS'"))
+        if call.args:
+            problems.append((f"{where}.args", "`args` is for legacy and compute backends"))
+        return problems
+    if backend.kind not in ("legacy", "compute"):
+        return []
+    given = call.model_fields_set
+    problems = [
+        (f"{where}.{name}", f"not used by a {backend.kind} backend: pass values in `args`")
+        for name in _HTTP_CALL_FIELDS
+        if name in given
+    ]
+    try:
+        target = resolve(backend.target)
+    except TargetError:
+        return problems  # reported once, at the backend
+    if backend.kind == "legacy" and is_class(target):
+        if "method" not in given:
+            problems.append((where, f"name the {target.__name__} method to call in `method`"))
+        elif not has_method(target, call.method):
+            problems.append((f"{where}.method", f"{target.__name__} has no method {call.method!r}"))
+    elif "method" in given:
+        problems.append((f"{where}.method", f"{backend.target!r} is a function: no `method`"))
     return problems
 
 

@@ -28,6 +28,9 @@ class BackendRequest:
     query: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     args: Mapping[str, Any] = field(default_factory=dict)
+    deadline: float | None = None
+    """Event-loop time (`loop.time()`) by which the whole call must be done, retries included;
+    policies read it so a retry or backoff never outlives the endpoint. None: no deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import Running, start_gateway, start_service
+from gateway.embedded_pg import database, free_port
+from services.userdb import prepare as prepare_userdb
+from tests.processes import Running, start, start_gateway, start_service
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +27,28 @@ def catalog() -> Iterator[Running]:
 @pytest.fixture(scope="session")
 def reviews() -> Iterator[Running]:
     service = start_service("reviews")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A seeded PostgreSQL: DATABASE_URL when set (nothing started), else an embedded one."""
+    # under /tmp, not pytest's tmp_path: as root PostgreSQL runs as `nobody`, who must be
+    # able to reach the directory, and pytest's base directory is private (0700)
+    base = Path(tempfile.mkdtemp(prefix="fanout-test-pg-"))
+    base.chmod(0o755)
+    try:
+        with database(base / "pgdata", free_port(), fsync=False) as dsn:
+            asyncio.run(prepare_userdb(dsn))
+            yield dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def users(database_url: str) -> Iterator[Running]:
+    service = start("users", [sys.executable, "-m", "services.users", "--dsn", database_url])
     yield service
     service.stop()
 

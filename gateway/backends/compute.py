@@ -1,0 +1,98 @@
+"""Compute backends: CPU-bound functions on one shared process pool.
+
+A thread would hold the GIL and stall the event loop and every other thread; a worker process
+has its own interpreter. Workers are *spawned* (not forked): forking a process that runs an
+event loop and threads copies locks in whatever state they were in.
+
+The pool admits at most `workers + queue` calls (settings) and refuses the rest at once. When a
+worker dies (killed, out of memory), `concurrent.futures` marks the whole pool broken and fails
+every call it had: those calls answer 502 (UpstreamUnavailable) and the pool is replaced, so
+the next calls run on fresh workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import orjson
+
+from gateway.backends.pools import PoolStats
+from gateway.compute_worker import run_target, warm
+from gateway.errors import UpstreamUnavailable
+from gateway.types import BackendRequest, BackendResponse, Call
+
+log = logging.getLogger("gateway.compute")
+
+
+class ProcessPool:
+    """The process's one pool of compute workers, replaced when it breaks."""
+
+    def __init__(self, workers: int, queue: int, retry_after: int) -> None:
+        self.workers = workers
+        self.stats = PoolStats(
+            "compute", workers, workers + queue, retry_after, tracks_running=False
+        )
+        self.executor = self._new_executor()
+
+    def __repr__(self) -> str:
+        return repr(self.stats)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        # Many calls see the same broken pool; only the first replaces it.
+        if self.executor is broken:
+            self.executor = self._new_executor()
+            self.stats.replaced += 1
+            broken.shutdown(wait=False, cancel_futures=True)
+            log.warning("a compute worker died; the process pool was replaced")
+
+    async def warm(self, paths: tuple[str, ...]) -> None:
+        """Start the workers and import the targets, so the first calls do not pay for it."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.executor, warm, paths) for _ in range(self.workers))
+        )
+
+    async def run(self, path: str, args: Mapping[str, Any]) -> bytes:
+        """`run_target(path, args)` in a worker; `Refused` when the pool is full."""
+        self.stats.admit()
+        executor = self.executor
+        try:
+            try:
+                future = executor.submit(run_target, path, dict(args))
+            except BrokenProcessPool:
+                # broken before this call was sent: it never ran, so it may go to the new pool
+                self._replace(executor)
+                executor = self.executor
+                future = executor.submit(run_target, path, dict(args))
+        except (RuntimeError, BrokenProcessPool):  # shut down (the app is exiting) or broken
+            self.stats.release()
+            raise UpstreamUnavailable("the compute pool is not accepting calls") from None
+        future.add_done_callback(self.stats.release_when_done)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._replace(executor)
+            raise UpstreamUnavailable("the compute worker running this call died") from None
+
+    async def aclose(self) -> None:
+        """Drop queued calls and wait for the running ones, off the event loop."""
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+
+
+def compute_call(path: str, pool: ProcessPool) -> Call:
+    """A `Call` running the function at `path` with the request's `args` in a worker."""
+
+    async def call(request: BackendRequest) -> BackendResponse:
+        data = await pool.run(path, request.args)
+        return BackendResponse(200, orjson.loads(data))
+
+    return call

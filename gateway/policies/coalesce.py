@@ -1,0 +1,78 @@
+"""Coalescing policy: identical concurrent GETs to a backend share one upstream request.
+
+Identical means same method, path, query, headers and args, except `X-Request-ID` (unique
+per client request by design). The first caller's request is sent; callers that arrive while
+it is in flight wait for the same answer. The shared call runs as a task of its own so that
+one waiter leaving (its client went away, its deadline passed) does not cancel it for the
+others; it is cancelled when the last waiter leaves, so it never outlives all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import partial
+
+from gateway.types import BackendRequest, BackendResponse, Call, Policy
+
+COALESCED_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(slots=True)
+class Flight:
+    """One shared upstream request and how many callers wait for it."""
+
+    task: asyncio.Task[BackendResponse]
+    waiters: int = 0
+
+
+Flights = dict[Hashable, Flight]
+
+
+def coalesce_key(request: BackendRequest) -> Hashable | None:
+    """What makes two requests identical; None when the request must not be shared."""
+    if request.method.upper() not in COALESCED_METHODS:
+        return None
+    headers = tuple((k, v) for k, v in request.headers if k.lower() != "x-request-id")
+    try:
+        args = tuple(sorted(request.args.items()))
+        key = (request.method.upper(), request.path, request.query, headers, args)
+        hash(key)
+    except TypeError:  # an argument that cannot be compared is never shared
+        return None
+    return key
+
+
+def coalesce(flights: Flights, *, on_coalesced: Callable[[], None]) -> Policy:
+    """Share in-flight identical requests through `flights` (one dict per backend)."""
+
+    def policy(inner: Call) -> Call:
+        async def call(request: BackendRequest) -> BackendResponse:
+            key = coalesce_key(request)
+            if key is None:
+                return await inner(request)
+            flight = flights.get(key)
+            if flight is None:
+                flight = flights[key] = Flight(asyncio.ensure_future(inner(request)))
+                flight.task.add_done_callback(partial(_forget, flights, key, flight))
+            else:
+                on_coalesced()
+            flight.waiters += 1
+            try:
+                return await asyncio.shield(flight.task)
+            finally:
+                flight.waiters -= 1
+                if flight.waiters == 0 and not flight.task.done():
+                    # nobody wants the answer any more; a later caller starts a fresh request
+                    _forget(flights, key, flight)
+                    flight.task.cancel()
+
+        return call
+
+    return policy
+
+
+def _forget(flights: Flights, key: Hashable, flight: Flight, *_: object) -> None:
+    if flights.get(key) is flight:
+        del flights[key]
