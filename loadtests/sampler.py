@@ -1,0 +1,112 @@
+"""Sampling the gateway while locust runs: its /metrics gauges and its process (RSS, fds).
+
+The `*_peak` gauges are exact (kept by the gateway since it started); the sampled values
+show the shape over time. Upstream sockets are counted from the kernel's socket table, which
+is slow to read at 15,000 sockets, so only every few samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
+
+METRICS = {
+    "gateway_requests_in_flight": "in_flight",
+    "gateway_requests_in_flight_peak": "in_flight_peak",
+    "gateway_open_connections": "open_connections",
+    "gateway_open_connections_peak": "open_connections_peak",
+    "gateway_shed_requests_total": "shed_total",
+}
+SOCKET_COUNT_EVERY = 5  # samples
+
+
+@dataclass(slots=True)
+class Sample:
+    """One observation of the gateway; -1 where it could not be read."""
+
+    t_s: float
+    in_flight: float = -1
+    in_flight_peak: float = -1
+    open_connections: float = -1
+    open_connections_peak: float = -1
+    shed_total: float = -1
+    rss_bytes: int = -1
+    open_fds: int = -1
+    cpu_percent: float = -1
+    upstream_sockets: int = -1
+
+
+def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
+    """The gateway's gauges of interest from /metrics (Prometheus text format)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in METRICS:
+            values[METRICS[name]] = float(value)
+    return values
+
+
+class Sampler(threading.Thread):
+    """Samples every `interval` seconds until stopped; keeps the samples in memory."""
+
+    def __init__(
+        self, url: str, pid: int | None, upstream_ports: set[int], interval: float = 1.0
+    ) -> None:
+        super().__init__(name="gateway-sampler", daemon=True)
+        self.url = url
+        self.process = psutil.Process(pid) if pid else None
+        self.upstream_ports = upstream_ports
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self.errors = 0
+        self._stop_event = threading.Event()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def run(self) -> None:
+        count = 0
+        while not self._stop_event.is_set():
+            self.samples.append(self.sample(count_sockets=count % SOCKET_COUNT_EVERY == 0))
+            count += 1
+            self._stop_event.wait(self.interval)
+
+    def sample(self, count_sockets: bool = False) -> Sample:
+        sample = Sample(t_s=round(time.monotonic() - self._t0, 1))
+        try:
+            for key, value in scrape(self.url).items():
+                setattr(sample, key, value)
+        except OSError:
+            self.errors += 1  # a busy gateway may not answer in time; the gap shows in the CSV
+        if self.process is not None:
+            try:
+                with self.process.oneshot():
+                    sample.rss_bytes = self.process.memory_info().rss
+                    sample.open_fds = self.process.num_fds()
+                    sample.cpu_percent = self.process.cpu_percent()
+                if count_sockets and self.upstream_ports:
+                    sample.upstream_sockets = sum(
+                        1
+                        for c in self.process.net_connections(kind="tcp")
+                        if c.raddr and c.raddr.port in self.upstream_ports
+                    )
+            except psutil.Error:
+                pass  # the process is gone; the report says what was last seen
+        return sample
+
+
+def write_samples(samples: list[Sample], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Sample)])
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in samples)
