@@ -7,6 +7,7 @@ first, SIGKILL after a grace period), so nothing is left running.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from gateway.embedded_pg import EmbeddedPostgresError, database
+from gateway.embedded_pg import EmbeddedPostgresError, database, unreachable_parent
 from gateway.settings import EMBEDDED_DATABASE_URL
 from services.userdb import prepare as prepare_userdb
 
@@ -109,6 +110,19 @@ def _wait_listening(service: Service, child: subprocess.Popen[bytes], timeout: f
     )
 
 
+def demo_data_dir(preferred: Path = PGDATA) -> Path:
+    """Where the demo keeps its database: `.fanout/pgdata` in the checkout, unless we are root
+    and PostgreSQL (run as `nobody`) could not reach it, as in a checkout under /root.
+
+    The fallback under /var/tmp survives reboots like the checkout does, and is named after
+    the checkout so two checkouts never share a database.
+    """
+    if unreachable_parent(preferred) is None:
+        return preferred
+    digest = hashlib.sha256(str(preferred.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"fanout-demo-{digest}" / "pgdata"
+
+
 def run_demo(gateway_port: int) -> int:
     """Run the demo stack until Ctrl-C or SIGTERM."""
     if not DEMO_CONFIG.exists():
@@ -128,7 +142,14 @@ def run_demo(gateway_port: int) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     base = f"http://127.0.0.1:{gateway_port}"
     try:
-        with database(PGDATA, EMBEDDED_PG_PORT) as database_url:
+        data_dir = demo_data_dir()
+        if data_dir != PGDATA:
+            print(
+                f"demo: {PGDATA} is out of PostgreSQL's reach (it runs as nobody): "
+                f"keeping the data in {data_dir}",
+                flush=True,
+            )
+        with database(data_dir, EMBEDDED_PG_PORT) as database_url:
             print("demo: PostgreSQL ready; preparing the users and orders tables...", flush=True)
             asyncio.run(prepare_userdb(database_url))
             # the gateway expands `${DATABASE_URL}` in examples/demo.yaml from its environment

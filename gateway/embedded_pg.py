@@ -167,13 +167,13 @@ class EmbeddedPostgres:
         if user is None:
             self.data_dir.chmod(0o700)  # PostgreSQL insists on 0700 or 0750
             return
-        for parent in self.data_dir.resolve().parents:
-            if not parent.stat().st_mode & stat.S_IXOTH:
-                raise EmbeddedPostgresError(
-                    f"{parent} is not searchable by other users, so PostgreSQL (run as "
-                    f"{UNPRIVILEGED_USER!r} because we are root) cannot reach {self.data_dir}; "
-                    f"use a data directory elsewhere or set DATABASE_URL"
-                )
+        blocked = unreachable_parent(self.data_dir)
+        if blocked is not None:
+            raise EmbeddedPostgresError(
+                f"{blocked} is not searchable by other users, so PostgreSQL (run as "
+                f"{UNPRIVILEGED_USER!r} because we are root) cannot reach {self.data_dir}; "
+                f"use a data directory elsewhere or set DATABASE_URL"
+            )
         if self.data_dir.stat().st_uid != user.pw_uid:
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
         self.data_dir.chmod(0o700)
@@ -205,6 +205,20 @@ class EmbeddedPostgres:
     @property
     def _log(self) -> Path:
         return self.data_dir / "server.log"
+
+
+def unreachable_parent(data_dir: Path) -> Path | None:
+    """The first parent of `data_dir` the server's user cannot search, when we are root.
+
+    As a normal user the server runs as us and reaches whatever we reach: always None.
+    """
+    if os.geteuid() != 0:
+        return None
+    for parent in data_dir.resolve().parents:
+        # a parent not made yet will be (mkdir), searchable under the usual umask
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
+    return None
 
 
 def _run_as() -> pwd.struct_passwd | None:

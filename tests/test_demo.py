@@ -3,16 +3,20 @@ every process it started. The demo uses its documented fixed ports (8101, 8102, 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from gateway.demo import demo_data_dir
+from gateway.embedded_pg import unreachable_parent
 from tests.processes import REPO, listening_socket
 
 
@@ -69,3 +73,15 @@ def test_demo_answers_its_curl_lines_and_stops_everything(
     assert process.wait(timeout=60) == 0
     _, alive = psutil.wait_procs(children, timeout=15)
     assert alive == [], f"left running: {alive}"
+
+
+def test_demo_database_lives_where_postgres_can_reach_it(tmp_path: Path) -> None:
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    preferred = private / "checkout" / ".fanout" / "pgdata"
+    chosen = demo_data_dir(preferred)
+    assert unreachable_parent(chosen) is None
+    # as root the server runs as `nobody`, who cannot enter a 0700 home: the demo moves out;
+    # as a normal user the server runs as us and the checkout's own directory is kept
+    assert (chosen != preferred) == (os.geteuid() == 0)
+    assert demo_data_dir(preferred) == chosen  # the same checkout finds its data again
