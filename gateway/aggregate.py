@@ -30,12 +30,11 @@ from gateway.errors import (
 from gateway.execute import Outcome, Step, execute
 from gateway.merge import merge, take_target, transform
 from gateway.metrics import GatewayMetrics
-from gateway.plan import CallPlan, EndpointPlan, reject_dot_segments, render_request
+from gateway.plan import CallPlan, EndpointPlan, render_request, request_values
 from gateway.policies import Resilience
 from gateway.problems import problem
 from gateway.request_id import current_request_id
 from gateway.sql_params import check_request
-from gateway.templates import RequestValues
 from gateway.types import JSON, Call
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -58,16 +57,7 @@ def aggregation_handler(
         if declared_length_exceeds(request, max_body):
             return problem(413, f"request body is larger than {max_body} bytes")
         try:
-            reject_dot_segments(request.path_params)
-        except BadRequest as exc:
-            return problem(400, str(exc))
-        values = RequestValues(
-            path=request.path_params,
-            query=dict(request.query_params),
-            headers=dict(request.headers),
-            results={},
-        )
-        try:
+            values = request_values(request)
             check_request((call.sql for call in plan.calls), values)  # typed SQL parameters
         except BadRequest as exc:
             return problem(400, str(exc))

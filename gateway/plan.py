@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from starlette.requests import Request
+
 from gateway.errors import BadBody, BadRequest
 from gateway.merge import Shape, dotted
 from gateway.policies.resolve import CallPolicies, resolve_policies
@@ -113,6 +115,20 @@ def reject_dot_segments(path_params: Mapping[str, str]) -> None:
     for name, value in path_params.items():
         if has_dot_segment(value):
             raise BadRequest(f"path parameter {name!r} must not contain '.' or '..' segments")
+
+
+def request_values(request: Request) -> RequestValues:
+    """What the templates of a call may read from a client request (no call results yet).
+
+    Raises BadRequest (-> 400) for a path parameter that could climb the upstream path.
+    """
+    reject_dot_segments(request.path_params)
+    return RequestValues(
+        path=request.path_params,
+        query=dict(request.query_params),
+        headers=dict(request.headers),
+        results={},
+    )
 
 
 def encode_segment(value: str) -> str:

@@ -21,12 +21,11 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.aggregate import Handler
 from gateway.backends import Backends
-from gateway.errors import BadRequest, CallError, NoRow, Refused
-from gateway.plan import EndpointPlan, reject_dot_segments
+from gateway.errors import BadRequest, CallError, Refused
+from gateway.plan import EndpointPlan, request_values
 from gateway.problems import problem
 from gateway.spec import EndpointSpec
 from gateway.sql_params import bind
-from gateway.templates import RequestValues
 
 NDJSON = "application/x-ndjson"
 
@@ -43,15 +42,8 @@ def stream_handler(plan: EndpointPlan, backends: Backends) -> Handler:
     sql = call.sql
 
     async def handle(request: Request) -> Response:
-        values = RequestValues(
-            path=request.path_params,
-            query=dict(request.query_params),
-            headers=dict(request.headers),
-            results={},
-        )
         try:
-            reject_dot_segments(request.path_params)
-            params = bind(sql.params, values)
+            params = bind(sql.params, request_values(request))
         except BadRequest as exc:
             return problem(400, str(exc))
         batches = backends.postgres[call.backend].stream(sql.sql, params)
@@ -63,8 +55,6 @@ def stream_handler(plan: EndpointPlan, backends: Backends) -> Handler:
             return problem(504, f"call(s) failed: {call.name} (no rows within {call.timeout:g}s)")
         except Refused as exc:
             return problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
-        except NoRow as exc:  # pragma: no cover - streams never raise it; kept for symmetry
-            return problem(404, str(exc))
         except CallError as exc:
             status = exc.status if exc.status == 400 else 502
             return problem(status, f"call(s) failed: {call.name}: {exc}")
