@@ -8,12 +8,12 @@
         ├── UpstreamUnavailable connection refused/reset, DNS, pool closed
         ├── BadStatus          the upstream answered a non-2xx status
         ├── BadBody            the upstream body is not JSON, or lacks the `target` field
-        ├── Refused            the backend's pool and queue are full: refused at once (-> 503)
+        ├── Refused            not sent, to protect the backend or the gateway (-> 503)
+        │   ├── CircuitOpen    the backend's (or every host's) breaker is open
+        │   └── BulkheadFull   the backend's `concurrency` cap is reached
         ├── TargetFailed       a legacy client or compute function raised
         ├── NoRow              a `result: one` SQL call found no row (-> 404)
         ├── BadArgument        the database refused a bind value, e.g. out of range (-> 400)
-        ├── CircuitOpen        the backend's (or every host's) breaker is open: not sent
-        ├── BulkheadFull       the backend's `concurrency` cap is reached: not sent
         └── Skipped            a call this one `needs` failed, so it never ran
 
 Lower-layer errors (aiohttp, asyncio) are translated into these at the backend boundary;
@@ -67,9 +67,10 @@ class BadBody(CallError):
 
 
 class Refused(CallError):
-    """The backend is at capacity (threads and queue all taken); refused without waiting.
+    """Refused without waiting: a full pool and queue, an open circuit, a full bulkhead.
 
-    Decisive for an endpoint like a timeout is: the answer is 503 with `Retry-After`.
+    Decisive for an endpoint like a timeout is: the answer is 503 with `Retry-After`, since
+    the gateway chose not to send the call and says when trying again makes sense.
     """
 
     def __init__(self, message: str, *, retry_after: int) -> None:
@@ -93,11 +94,14 @@ class BadArgument(CallError):
     status = 400
 
 
-class CircuitOpen(CallError):
-    """The circuit breaker of the backend (of every host of it) is open: failed without I/O."""
+class CircuitOpen(Refused):
+    """The circuit breaker of the backend (of every host of it) is open: failed without I/O.
+
+    `retry_after` is the time until the next probe may go (at least 1 s).
+    """
 
 
-class BulkheadFull(CallError):
+class BulkheadFull(Refused):
     """The backend already has `concurrency` calls in flight: failed at once, not queued."""
 
 

@@ -39,7 +39,8 @@ def bulkhead(state: Bulkhead, on_reject: Callable[[], None]) -> Policy:
             if state.full():
                 on_reject()
                 raise BulkheadFull(
-                    f"{state.backend} has {state.in_flight} calls in flight (concurrency cap)"
+                    f"{state.backend} has {state.in_flight} calls in flight (concurrency cap)",
+                    retry_after=1,  # calls in flight end within a timeout; 1 s is the floor
                 )
             state.in_flight += 1
             try:
