@@ -1,22 +1,23 @@
-"""Coalescing policy: identical concurrent GETs to a backend share one upstream request.
+"""Coalescing policy: identical concurrent calls to a backend share one upstream request.
 
-Identical means same method, path, query, headers and args, except `X-Request-ID` (unique
-per client request by design). The first caller's request is sent; callers that arrive while
-it is in flight wait for the same answer. The shared call runs as a task of its own so that
-one waiter leaving (its client went away, its deadline passed) does not cancel it for the
-others; it is cancelled when the last waiter leaves, so it never outlives all of them.
+Only idempotent calls are wrapped (`resolve_policies` decides: by default the GETs, HEADs and
+OPTIONS of http backends). Identical means same method, path, query, headers and args, except
+`X-Request-ID` (unique per client request by design). The first caller's request is sent;
+callers that arrive while it is in flight wait for the same answer. The shared call runs as a
+task of its own so that one waiter leaving (its client went away, its deadline passed) does
+not cancel it for the others; it is cancelled when the last waiter leaves, so it never
+outlives all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
-
-COALESCED_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(slots=True)
@@ -31,17 +32,23 @@ Flights = dict[Hashable, Flight]
 
 
 def coalesce_key(request: BackendRequest) -> Hashable | None:
-    """What makes two requests identical; None when the request must not be shared."""
-    if request.method.upper() not in COALESCED_METHODS:
-        return None
+    """What makes two requests identical; None when the request cannot be compared."""
     headers = tuple((k, v) for k, v in request.headers if k.lower() != "x-request-id")
     try:
-        args = tuple(sorted(request.args.items()))
-        key = (request.method.upper(), request.path, request.query, headers, args)
+        key = (request.method, request.path, request.query, headers, _frozen(request.args))
         hash(key)
     except TypeError:  # an argument that cannot be compared is never shared
         return None
     return key
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable stand-in for args: SQL calls carry their bind parameters as a list."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value  # type: ignore[no-any-return]
 
 
 def coalesce(flights: Flights, *, on_coalesced: Callable[[], None]) -> Policy:

@@ -59,6 +59,9 @@ def hedge(
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending)
+                    for task in pending:  # a copy that failed before its cancel landed
+                        if not task.cancelled():
+                            task.exception()  # retrieved: no "never retrieved" log
 
         return call
 
