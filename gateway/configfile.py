@@ -7,6 +7,7 @@ and YAML syntax errors give line and column. No traceback ever reaches the user.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,25 @@ _FRIENDLY = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false (any case) are booleans.
+
+    PyYAML follows YAML 1.1, where on/off/yes/no/y/n are booleans too: the key of
+    `retry: {on: [503]}` would become True, and `query: {lang: no}` the value False.
+    Fields that are booleans still accept "yes"/"on" (pydantic converts them).
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_spec(path: str | Path) -> GatewaySpec:
     """Parse and validate the config at `path`; raise ConfigError listing every problem."""
     name = str(path)
@@ -37,7 +57,7 @@ def load_spec(path: str | Path) -> GatewaySpec:
 def parse_spec(text: str, name: str) -> GatewaySpec:
     """Validate config text; `name` is used in messages."""
     try:
-        raw: Any = yaml.safe_load(text)
+        raw: Any = yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name

@@ -131,6 +131,38 @@ def test_defaults_and_names_are_resolved() -> None:
     assert spec.backends["catalog"].timeout == 2.0
 
 
+RESILIENT = """
+version: 1
+backends:
+  reviews:
+    kind: http
+    url: http://127.0.0.1:8102
+    retry: {attempts: 3, backoff: 50ms, max_backoff: 1s, on: [connect, timeout, 502, 503, 504], budget: 20%}
+    breaker: {failures: 5, window: 10s, cooldown: 5s}
+    concurrency: 100
+    hedge: {after: 100ms, max: 1}
+    coalesce: true
+endpoints:
+  - path: /a
+    calls:
+      - {backend: reviews, required: yes, query: {lang: no, country: NO, flag: on}}
+"""
+
+
+def test_resilience_settings_as_the_docs_write_them() -> None:
+    spec = parse_spec(RESILIENT, "r.yaml")
+    backend = spec.backends["reviews"]
+    assert backend.kind == "http" and backend.retry and backend.breaker and backend.hedge
+    assert backend.retry.on == ["connect", "timeout", 502, 503, 504]
+    assert (backend.retry.backoff, backend.retry.budget) == (0.05, 0.2)
+    assert (backend.breaker.window, backend.hedge.after) == (10.0, 0.1)
+    assert backend.concurrency == 100 and backend.coalesce
+    # YAML 1.2 booleans: `on`, `no`, `NO` stay strings (only a bool field reads "yes" as true)
+    call = spec.endpoints[0].calls[0]
+    assert call.required is True
+    assert call.query == {"lang": "no", "country": "NO", "flag": "on"}
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("250ms", 0.25), ("2s", 2.0), (3, 3.0), ("1.5", 1.5), ("1m", 60.0)]
 )
