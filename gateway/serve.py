@@ -11,13 +11,18 @@ skips the rest of the drain period.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import os
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
+from gateway.accept import BatchAcceptServer
 from gateway.app import create_app
 from gateway.configfile import load_spec
 from gateway.connections import CountingHttpToolsProtocol
@@ -28,7 +33,7 @@ from gateway.spec import GatewaySpec
 log = logging.getLogger("gateway.serve")
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(BatchAcceptServer):
     """uvicorn's Server with a drain period between the signal and the shutdown."""
 
     def __init__(self, config: uvicorn.Config, health: Health, drain_seconds: float) -> None:
@@ -41,6 +46,11 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.config.fd is not None and self.started:
+            # uvicorn serves on a duplicate of an inherited socket (`--fd`); close the original
+            # so that the shutdown really closes the listener: new connections are then
+            # refused, as with a socket bound here, instead of queueing where none is accepted.
+            os.close(self.config.fd)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not calling super(): it records the signal and re-raises it after shutdown, which
@@ -60,6 +70,21 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the `gateway.*` loggers on the same handler and level.
+
+    Without it they have no handler, and Python prints only their warnings: the drain and
+    shutdown steps (which a pod's log should show) would be lost.
+    """
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["gateway"] = {
+        "handlers": ["default"],
+        "level": LOG_LEVELS[level.lower()],
+        "propagate": False,
+    }
+    return config
+
+
 def uvicorn_config(app: object, settings: Settings, fd: int | None) -> uvicorn.Config:
     """The uvicorn settings tuned for many concurrent connections."""
     return uvicorn.Config(
@@ -75,6 +100,7 @@ def uvicorn_config(app: object, settings: Settings, fd: int | None) -> uvicorn.C
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
         access_log=False,  # per-request logging costs ~15% throughput; metrics carry the counts
         workers=settings.workers,
         factory=isinstance(app, str),

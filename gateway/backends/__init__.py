@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from gateway.backends.executors import open_executors
-from gateway.backends.http import HttpUpstream, http_call, open_session
+from gateway.backends.http import HttpUpstream, close_session, http_call, open_session
 from gateway.backends.pools import PoolStats
 from gateway.backends.postgres import PostgresPool, open_postgres, postgres_call
 from gateway.settings import Settings
@@ -41,7 +41,8 @@ async def open_backends(
     http_specs = {name: b for name, b in spec.backends.items() if b.kind == "http"}
     if http_specs:
         total = sum(b.max_connections for b in http_specs.values())
-        session = await stack.enter_async_context(open_session(total))
+        session = open_session(total)
+        stack.push_async_callback(close_session, session)
         for name, backend in http_specs.items():
             upstream = HttpUpstream.from_spec(name, backend, session)
             backends.upstreams[name] = upstream

@@ -86,6 +86,7 @@ class ProcessPool:
     async def aclose(self) -> None:
         """Drop queued calls and wait for the running ones, off the event loop."""
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+        log.info("compute pool closed: %d worker processes stopped", self.workers)
 
 
 def compute_call(path: str, pool: ProcessPool) -> Call:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from yarl import URL
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
 from gateway.spec import HttpBackend
 from gateway.types import BackendRequest, BackendResponse, Call
+
+log = logging.getLogger("gateway.http")
 
 
 def open_session(total_connections: int) -> aiohttp.ClientSession:
@@ -42,6 +45,12 @@ def open_session(total_connections: int) -> aiohttp.ClientSession:
         skip_auto_headers=("User-Agent", "Content-Type"),
         timeout=aiohttp.ClientTimeout(total=None),
     )
+
+
+async def close_session(session: aiohttp.ClientSession) -> None:
+    """Close the session and its pooled connections (on shutdown, after in-flight calls)."""
+    await session.close()
+    log.info("HTTP client session closed")
 
 
 @dataclass(slots=True)

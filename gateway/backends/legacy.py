@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from gateway.spec import LegacyBackend
 from gateway.targets import is_class, resolve
 from gateway.types import BackendRequest, BackendResponse, Call
 
+log = logging.getLogger("gateway.legacy")
 T = TypeVar("T")
 Invoke = Callable[[str, Mapping[str, Any]], Any]
 """(method name, keyword arguments) -> the client's result."""
@@ -79,8 +81,14 @@ class ThreadPool:
         await asyncio.gather(*(asyncio.wrap_future(f) for f in started))
 
     def shutdown(self) -> None:
-        """Drop queued calls; running threads finish on their own (they cannot be stopped)."""
+        """Drop queued calls; running threads finish on their own (they cannot be stopped),
+        and the interpreter waits for them at exit: a client's own timeout bounds that."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info(
+            "%s: thread pool shut down (%d calls still running)",
+            self.stats.name,
+            self.stats.running,
+        )
 
 
 async def open_legacy(name: str, spec: LegacyBackend, pool: ThreadPool) -> Invoke:

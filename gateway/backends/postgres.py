@@ -244,6 +244,11 @@ async def close_pool(backend: PostgresPool, grace: float = 5.0) -> None:
         await asyncio.wait_for(backend.pool.close(), grace)
     except TimeoutError:
         backend.pool.terminate()
+        log.warning(
+            "%s: database pool terminated: calls still running after %gs", backend.name, grace
+        )
+    else:
+        log.info("%s: database pool closed", backend.name)
 
 
 async def open_postgres(
