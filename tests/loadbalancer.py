@@ -53,9 +53,14 @@ class LoadBalancer:
         self._started.set()
         self._loop.run_forever()
         server.close()
-        for task in asyncio.all_tasks(self._loop):
+        # Cancel every connection and health check and wait until each has closed its
+        # sockets: a StreamWriter left for the garbage collector warns (ResourceWarning).
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
             task.cancel()
-        self._loop.run_until_complete(asyncio.sleep(0))  # let the cancellations run
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.run_until_complete(asyncio.sleep(0))  # transports finish closing
         self._loop.close()
 
     async def _health_checks(self) -> None:
@@ -70,17 +75,18 @@ class LoadBalancer:
             await asyncio.sleep(self.interval)  # the probe period, as a kubelet's periodSeconds
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        healthy = [b for b in self.backends if b.healthy]
-        if not healthy:
-            writer.close()
-            return
-        backend = healthy[next(_counter) % len(healthy)]
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend.port)
-        except OSError:
+            healthy = [b for b in self.backends if b.healthy]
+            if not healthy:
+                return
+            backend = healthy[next(_counter) % len(healthy)]
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend.port)
+            except OSError:
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
             writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
 
 _counter = itertools.count()
@@ -101,9 +107,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def _ready(port: int) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
+        return False
+    try:
         writer.write(b"GET /readyz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
         status_line = await asyncio.wait_for(reader.readline(), 1)
-        writer.close()
         return status_line.split(b" ")[1:2] == [b"200"]
-    except (OSError, TimeoutError, IndexError):
+    except (OSError, TimeoutError):
         return False
+    finally:
+        writer.close()

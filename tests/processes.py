@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,8 +62,10 @@ def start(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     sock: socket.socket | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> Running:
-    """Start `argv` with `--fd N` appended, serving on a fresh (or given) listening socket."""
+    """Start `argv` with `--fd N` appended, serving on a fresh (or given) listening socket;
+    its stderr goes to `stderr` when given (a file: a pipe nobody reads could fill up)."""
     sock = sock or listening_socket()
     fd = sock.fileno()
     process = subprocess.Popen(
@@ -70,6 +73,7 @@ def start(
         pass_fds=(fd,),
         cwd=REPO,
         env={**os.environ, **(env or {})},
+        stderr=stderr,
     )
     port = sock.getsockname()[1]
     # Only the child holds the socket now: if it dies, clients get "connection refused"
@@ -84,9 +88,11 @@ def start_service(module: str) -> Running:
 
 
 def start_gateway(
-    config: Path, env: Mapping[str, str] | None = None, sock: socket.socket | None = None
+    config: Path,
+    env: Mapping[str, str] | None = None,
+    sock: socket.socket | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> Running:
     """The gateway on `config`, as `gateway run` would start it."""
-    return start(
-        "gateway", [sys.executable, "-m", "gateway", "run", "--config", str(config)], env, sock
-    )
+    argv = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
+    return start("gateway", argv, env, sock, stderr)
