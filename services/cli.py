@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Sequence
 
 import uvicorn
@@ -20,4 +21,11 @@ def serve(app: Starlette, name: str, default_port: int, argv: Sequence[str] | No
     # the race of picking a free port and hoping nobody grabs it before the service starts.
     parser.add_argument("--fd", type=int, default=None, help="serve on an already-bound socket fd")
     args = parser.parse_args(argv)
-    uvicorn.run(app, host=args.host, port=args.port, fd=args.fd, log_level="warning")
+    if args.fd is None:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return
+    # Not uvicorn's own `fd=`: it wraps the fd as an AF_UNIX socket, so its connections never
+    # get TCP_NODELAY and a response written in two parts waits ~40 ms for the client's
+    # delayed ACK (Nagle). A socket object reads the family (AF_INET) from the fd itself.
+    sock = socket.socket(fileno=args.fd)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
