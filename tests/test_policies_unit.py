@@ -242,26 +242,29 @@ def test_backoff_doubles_is_capped_and_jittered_within_half_to_full(
 
 
 @pytest.mark.parametrize(
-    ("in_flight", "retrying", "share", "minimum", "allowed"),
+    ("in_flight", "retry_tries", "retrying", "share", "minimum", "allowed"),
     [
-        (0, 0, 0.2, 3, True),  # the minimum: a quiet backend may still retry
-        (0, 2, 0.2, 3, True),
-        (0, 3, 0.2, 3, False),
-        (10, 2, 0.2, 3, True),  # 20% of 10 is 2: the minimum (3) still rules
-        (10, 3, 0.2, 3, False),
-        (50, 9, 0.2, 3, True),  # 20% of 50 is 10
-        (50, 10, 0.2, 3, False),
-        (50, 0, 0.0, 0, False),  # no budget at all: never retry
-        (100, 49, 0.5, 1, True),
-        (100, 50, 0.5, 1, False),
+        (0, 0, 0, 0.2, 3, True),  # the minimum: a quiet backend may still retry
+        (0, 0, 2, 0.2, 3, True),
+        (0, 0, 3, 0.2, 3, False),
+        (10, 0, 2, 0.2, 3, True),  # 20% of 10 is 2: the minimum (3) still rules
+        (10, 0, 3, 0.2, 3, False),
+        (50, 0, 9, 0.2, 3, True),  # 20% of 50 is 10
+        (50, 0, 10, 0.2, 3, False),
+        # retries in their try are not normal traffic: 20% of (50 - 10) is 8
+        (50, 10, 7, 0.2, 3, True),
+        (50, 10, 8, 0.2, 3, False),
+        (50, 0, 0, 0.0, 0, False),  # no budget at all: never retry
+        (100, 0, 49, 0.5, 1, True),
+        (100, 0, 50, 0.5, 1, False),
     ],
 )
 def test_retry_budget(
-    in_flight: int, retrying: int, share: float, minimum: int, allowed: bool
+    in_flight: int, retry_tries: int, retrying: int, share: float, minimum: int, allowed: bool
 ) -> None:
     calls = Bulkhead("b", None)
     calls.in_flight = in_flight
-    budget = RetryBudget(calls, retrying=retrying)
+    budget = RetryBudget(calls, retrying=retrying, retry_tries=retry_tries)
     assert budget.try_acquire(share, minimum) is allowed
     assert budget.retrying == retrying + allowed
 

@@ -3,8 +3,11 @@
 Only idempotent calls are wrapped (the caller decides, see `gateway.policies.wrap`). A retry
 needs three things: the error is listed in `on`, the backoff ends before the request's
 `deadline`, and the backend's `RetryBudget` has room. The budget is what stops a retry storm:
-retries in flight stay under `budget` x the backend's calls in flight (at least `min_retries`),
-so a backend that fails everything sees little more than its normal request rate.
+retries under way stay under `budget` x the backend's other calls in flight (its normal
+traffic), with `min_retries` always allowed. A retry holds its slot from the start of its
+backoff to the end of its try, so retry requests are at most `budget` of the normal requests
+and a backend that fails everything sees at most ~(1 + budget)x its normal request rate
+(plus `min_retries` per backoff period when traffic is light), not `attempts` x.
 
 Written as a loop rather than with tenacity: the budget and deadline checks sit between tries
 and must be able to end the loop with the last error, which tenacity's hooks do not do cleanly.
@@ -25,10 +28,11 @@ from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 @dataclass(slots=True)
 class RetryBudget:
-    """Retries in flight to one backend, capped by a share of that backend's calls in flight."""
+    """Retries under way to one backend, capped by a share of its normal calls in flight."""
 
     calls: Bulkhead  # counts the backend's tries in flight, capped or not
-    retrying: int = 0
+    retrying: int = 0  # retries under way: backing off, or in their try
+    retry_tries: int = 0  # of those, in their try now (so also in `calls.in_flight`)
 
     def __repr__(self) -> str:
         return (
@@ -37,8 +41,13 @@ class RetryBudget:
         )
 
     def try_acquire(self, share: float, minimum: int) -> bool:
-        """Take a retry slot if `retrying < max(minimum, share x calls in flight)`."""
-        if self.retrying >= max(minimum, int(share * self.calls.in_flight)):
+        """Take a retry slot if `retrying < max(minimum, share x normal calls in flight)`.
+
+        Normal calls are the tries in flight that are not retries: counting the retries
+        too would let them grow into their own budget.
+        """
+        normal = self.calls.in_flight - self.retry_tries
+        if self.retrying >= max(minimum, int(share * normal)):
             return False
         self.retrying += 1
         return True
@@ -96,7 +105,11 @@ def retry(
                 try:
                     await asyncio.sleep(delay)
                     on_retry()
-                    return await inner(request)
+                    budget.retry_tries += 1
+                    try:
+                        return await inner(request)
+                    finally:
+                        budget.retry_tries -= 1
                 except CallError as exc:
                     error = exc
                 finally:
