@@ -9,6 +9,9 @@ requests really reached the backend. Modes (switchable at any time, per request)
 * ``reset``: answer with a TCP reset (new connections at once, open ones at their next request).
 * ``blackhole``: accept and read, never forward and never answer.
 
+Independently of the mode, `hold()` keeps every request (counted, not forwarded) until
+`release()`: a test can then see exactly what reached the proxy while requests are in flight.
+
 Requests are counted by their head's blank line, which is exact for the body-less GETs the
 gateway's aggregation calls send (aiohttp does not pipeline, so one head is one request).
 """
@@ -36,6 +39,8 @@ class FaultProxy:
         self.slow_every = 1
         self.requests = 0  # request heads seen, whatever the mode
         self.connections = 0
+        self.gate = asyncio.Event()  # set: forward; cleared by hold(), set again by release()
+        self.gate.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -54,6 +59,13 @@ class FaultProxy:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def hold(self) -> None:
+        """Keep requests from now on until `release()` (they are still counted)."""
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
@@ -116,7 +128,10 @@ class FaultProxy:
                     return
                 if self.mode == "blackhole" or upstream_w is None:
                     continue  # swallow it: the client waits for an answer that never comes
-                if self.mode == "latency" and heads and self.requests % self.slow_every == 0:
+                # decided on arrival: other connections may count requests while this one waits
+                slow = self.mode == "latency" and heads and self.requests % self.slow_every == 0
+                await self.gate.wait()
+                if slow:
                     await asyncio.sleep(self.latency)
                 upstream_w.write(data)
                 await upstream_w.drain()

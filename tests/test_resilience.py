@@ -1,0 +1,472 @@
+"""The resilience policies end to end: real backend processes, a real gateway process, and the
+fault-injecting TCP proxy (tests/faultproxy.py) between them.
+
+Each test starts its own gateway (policy state and metrics start from zero) and waits on
+observable state (the proxy's counters, /metrics, answers), never on sleeps. Timing figures
+(how much hedging cuts the p99, how fast a breaker recovers) are measured by
+benchmarks/resilience.py; here the assertions are structural, with generous bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.faultproxy import FaultProxy, fault_proxy
+from tests.processes import Running, start_gateway, start_service
+
+FAST_STOP = {"GATEWAY_DRAIN_SECONDS": "0", "GATEWAY_GRACEFUL_TIMEOUT_SECONDS": "5"}
+
+
+@dataclass
+class Gateway:
+    running: Running
+    http: httpx.AsyncClient
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include `labels` (0 if none)."""
+        text = (await self.http.get("/metrics")).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    async def wait_metric(
+        self, name: str, done: Callable[[float], bool], seconds: float = 15, **labels: str
+    ) -> float:
+        """Poll /metrics until `done(value)`; fail the test after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while not done(value := await self.metric(name, **labels)):
+            assert time.monotonic() < deadline, f"{name}{labels} stayed at {value}"
+            await asyncio.sleep(0.02)  # the polling interval of a condition
+        return value
+
+
+@asynccontextmanager
+async def gateway(
+    tmp_path: Path, config: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Gateway]:
+    """A gateway process on `config`, ready; stopped by PID (and must exit 0) afterwards."""
+    path = tmp_path / f"gateway-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(config)
+    running = start_gateway(path, env={**FAST_STOP, **(env or {})})
+    try:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=running.url, timeout=60, limits=limits) as http:
+            # the socket is listening already: this waits until the app has started
+            assert (await http.get("/readyz")).status_code == 200
+            yield Gateway(running, http)
+    finally:
+        # in a thread: the proxies on this loop must keep serving while the gateway stops
+        code = await asyncio.to_thread(running.stop)
+    assert code == 0, f"gateway exit code {code}"
+
+
+async def until(condition: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        await asyncio.sleep(0.01)  # the polling interval of a condition
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+# --- circuit breaker: a backend killed with SIGKILL under load, then restarted ---------------
+
+COOLDOWN = 2.0
+KILLED_CONFIG = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}", timeout: 5s}}
+  reviews:
+    kind: http
+    url: "{reviews}"
+    timeout: 10s
+    breaker: {{failures: 5, window: 10s, cooldown: {cooldown}s}}
+endpoints:
+  - path: /page/{{id}}
+    timeout: 15s
+    error_details: true
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}", required: true, allow: [id, name]}}
+      - name: reviews
+        backend: reviews
+        path: /reviews
+        query: {{product: "{{id}}", delay: "{{query.review_delay}}"}}
+        group: reviews
+"""
+
+
+@dataclass
+class Answer:
+    at: float
+    status: int
+    complete: bool
+    reviews_error: str | None
+
+
+@dataclass
+class Load:
+    """Closed-loop clients on /page/{id}, bounded in count; every answer recorded."""
+
+    http: httpx.AsyncClient
+    answers: list[Answer] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def client(self, offset: int, most: int = 5000) -> None:
+        for n in range(most):
+            if self.stop.is_set():
+                return
+            self.answers.append(await page(self.http, 1 + (offset + n) % 100))
+
+    def since(self, moment: float) -> list[Answer]:
+        return [a for a in self.answers if a.at >= moment]
+
+
+async def page(http: httpx.AsyncClient, product: int, **params: str) -> Answer:
+    response = await http.get(f"/page/{product}", params=params)
+    body = response.json()
+    error = body.get("_errors", {}).get("reviews", {}).get("error")
+    complete = response.headers.get("x-gateway-complete") == "true"
+    return Answer(time.monotonic(), response.status_code, complete, error)
+
+
+async def test_a_killed_backend_trips_the_breaker_partial_answers_go_on_and_it_recovers(
+    catalog: Running, tmp_path: Path
+) -> None:
+    reviews = start_service("reviews")
+    restarted: Running | None = None
+    try:
+        async with fault_proxy(reviews.port) as proxy:
+            config = KILLED_CONFIG.format(catalog=catalog.url, reviews=proxy.url, cooldown=COOLDOWN)
+            async with gateway(tmp_path, config) as gw:
+                restarted = await _kill_under_load_and_restart(gw, proxy, reviews)
+    finally:
+        reviews.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+async def _kill_under_load_and_restart(gw: Gateway, proxy: FaultProxy, reviews: Running) -> Running:
+    host = proxy.url
+    assert (await page(gw.http, 1)).complete
+    # calls in flight when the backend dies: they would take 5 s if it lived
+    before = proxy.requests
+    slow = [asyncio.ensure_future(page(gw.http, n, review_delay="5s")) for n in range(1, 11)]
+    await until(lambda: proxy.requests >= before + 10)
+    load = Load(gw.http)
+    clients = [asyncio.ensure_future(load.client(n * 1000)) for n in range(4)]
+    try:
+        await until(lambda: sum(a.complete for a in load.answers) >= 20)  # steady state
+
+        killed_at = time.monotonic()
+        reviews.kill()  # SIGKILL
+        # in-flight calls fail at once (connection lost), not at their delay or timeout
+        for answer in await asyncio.gather(*slow):
+            assert (answer.status, answer.complete) == (200, False), answer
+            assert answer.reviews_error and "cannot reach" in answer.reviews_error, answer
+            assert answer.at - killed_at < 2.5, answer
+        # the breaker opens after the threshold; then calls fail without touching the network
+        await gw.wait_metric("gateway_breaker_state", lambda v: v == 1, backend="reviews")
+        opened_at = time.monotonic()
+        connections = proxy.connections
+        probes = await gw.metric("gateway_breaker_transitions_total", state="half_open")
+        await until(lambda: sum(1 for a in load.since(opened_at) if a.reviews_error) >= 50)
+        rejected = [a for a in load.since(opened_at) if a.reviews_error]
+        assert any("circuit open" in (a.reviews_error or "") for a in rejected)
+        more_probes = await gw.metric("gateway_breaker_transitions_total", state="half_open")
+        # each half-open probe may open one connection; nothing else reaches the network
+        assert proxy.connections - connections <= more_probes - probes
+
+        restarted = start_service("reviews")
+        proxy.upstream_port = restarted.port  # the gateway's target address stays the same
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=30) as direct:
+            assert (await direct.get("/reviews", params={"product": "1"})).status_code == 200
+        serving_at = time.monotonic()
+        reopened = await gw.metric("gateway_breaker_transitions_total", state="open", host=host)
+        # recovery within one cooldown: the next probe succeeds and closes the circuit
+        await until(lambda: any(a.complete for a in load.since(serving_at)), COOLDOWN + 10)
+        recovered_at = next(a.at for a in load.since(serving_at) if a.complete)
+        assert recovered_at - serving_at < COOLDOWN + 1.5
+        assert await gw.metric("gateway_breaker_state", backend="reviews") == 0
+        assert (
+            await gw.metric("gateway_breaker_transitions_total", state="open", host=host)
+            == reopened
+        ), "a probe failed after the backend was back"
+        await until(lambda: sum(a.complete for a in load.since(recovered_at)) >= 20)
+    finally:
+        load.stop.set()
+        await asyncio.gather(*clients)
+    # traffic to the endpoint got an answer all along: partial while the backend was down
+    statuses = {a.status for a in load.answers}
+    assert statuses == {200}, statuses
+    down = [a for a in load.answers if killed_at < a.at < recovered_at]
+    assert down and not any(a.complete for a in down if a.at > opened_at)
+    return restarted
+
+
+# --- retries: an always-503 backend sees at most ~1.2x the client requests ----------------
+
+RETRY_CONFIG = """
+version: 1
+backends:
+  reviews:
+    kind: http
+    url: "{reviews}"
+    retry: {{attempts: 3, backoff: 50ms, max_backoff: 1s, on: [connect, timeout, 502, 503, 504], budget: 20%}}
+endpoints:
+  - path: /failing/{{id}}
+    calls:
+      - {{name: reviews, backend: reviews, path: /reviews, query: {{product: "{{id}}", status: "503", delay: 200ms}}}}
+"""
+CLIENTS = 40
+
+
+async def test_an_always_503_backend_gets_at_most_1_2x_the_requests_with_retries(
+    reviews: Running, tmp_path: Path
+) -> None:
+    """An overloaded backend: every call is answered 503, after 200 ms.
+
+    The budget allows retries up to 20% of the backend's normal calls in flight, or 3 when
+    that is less: the bound is about steady traffic of at least 15 calls in flight, so the
+    ratio is measured over a window after the clients have started and before they stop.
+    """
+    async with (
+        fault_proxy(reviews.port) as proxy,
+        gateway(tmp_path, RETRY_CONFIG.format(reviews=proxy.url)) as gw,
+    ):
+        # alone, a failing call is retried: 3 tries in all
+        assert (await gw.http.get("/failing/1")).status_code == 502
+        assert proxy.requests == 3
+        assert await gw.metric("gateway_retries_total") == 2
+
+        answers: list[int] = []
+        stop = asyncio.Event()
+
+        async def client(offset: int) -> None:
+            for n in range(200):
+                if stop.is_set():
+                    return
+                answers.append(
+                    (await gw.http.get(f"/failing/{1 + (offset + n) % 100}")).status_code
+                )
+
+        clients = [asyncio.ensure_future(client(n * 7)) for n in range(CLIENTS)]
+        try:
+            await until(lambda: len(answers) >= 2 * CLIENTS, 60)  # every client is going
+            upstream, answered = proxy.requests, len(answers)
+            await until(lambda: len(answers) >= answered + 300, 60)
+            ratio = (proxy.requests - upstream) / (len(answers) - answered)
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+        assert set(answers) == {502}
+        assert ratio <= 1.2, f"upstream requests / client requests = {ratio:.3f}"
+        assert await gw.metric("gateway_retry_budget_exhausted_total") > 0
+        assert await gw.metric("gateway_retries_total") > 2  # the budget still let some retry
+
+
+# --- bulkhead and timeout: a black-holed backend ----------------------------------------
+
+HOLE_TIMEOUT = 2.0
+HOLE_CONFIG = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}"}}
+  hole: {{kind: http, url: "{hole}", timeout: {timeout}s, concurrency: 10}}
+endpoints:
+  - path: /hole/{{id}}
+    timeout: 20s
+    calls:
+      - {{name: hole, backend: hole, path: "/products/{{id}}"}}
+  - path: /ok/{{id}}
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}"}}
+"""
+
+
+async def test_a_black_holed_backend_fails_at_the_timeout_and_the_bulkhead_refuses_the_rest(
+    catalog: Running, tmp_path: Path
+) -> None:
+    async with fault_proxy(catalog.port, mode="blackhole") as hole:
+        config = HOLE_CONFIG.format(catalog=catalog.url, hole=hole.url, timeout=HOLE_TIMEOUT)
+        async with gateway(tmp_path, config) as gw:
+            calls = [asyncio.ensure_future(timed(gw.http.get(f"/hole/{n}"))) for n in range(30)]
+            # 10 calls reach the black hole; the other 20 are refused at once
+            await until(lambda: sum(c.done() for c in calls) == 20 and hole.requests == 10)
+            refused = [c.result() for c in calls if c.done()]
+            for response, elapsed in refused:
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "1"
+                assert elapsed < HOLE_TIMEOUT  # answered while the admitted ones still hang
+            assert await gw.metric("gateway_bulkhead_rejected_total", backend="hole") == 20
+            # the rest of the gateway answers meanwhile
+            other, _ = await timed(gw.http.get("/ok/7"))
+            assert other.status_code == 200 and other.headers["x-gateway-complete"] == "true"
+            assert sum(c.done() for c in calls) == 20, "the black-holed calls ended too early"
+            for response, elapsed in [await c for c in calls if not c.done()]:
+                # at the call's timeout, far from the endpoint's 20 s deadline
+                assert response.status_code == 504, response.text
+                assert f"timeout of {HOLE_TIMEOUT:g}s" in response.text
+                assert HOLE_TIMEOUT - 0.1 <= elapsed < 10, elapsed
+            assert hole.requests == 10  # nothing was sent to it beyond the cap
+            # the slots were given back: the next call is admitted (and times out again)
+            response, elapsed = await timed(gw.http.get("/hole/1"))
+            assert response.status_code == 504 and hole.requests == 11
+
+
+# --- hedging: a backend with a slow tail --------------------------------------------------
+
+TAIL_LATENCY = 3.0
+HEDGE_CONFIG = """
+version: 1
+backends:
+  tail:
+    kind: http
+    url: "{tail}"
+    timeout: 10s
+    hedge: {{after: 100ms, max: 1}}
+endpoints:
+  - path: /tail/{{id}}
+    calls:
+      - {{name: product, backend: tail, path: "/products/{{id}}"}}
+"""
+
+
+async def test_hedging_answers_a_slow_tail_without_waiting_for_it(
+    catalog: Running, tmp_path: Path
+) -> None:
+    async with fault_proxy(catalog.port, mode="latency") as tail:
+        tail.latency, tail.slow_every = TAIL_LATENCY, 5  # every 5th request: 3 s
+        async with gateway(tmp_path, HEDGE_CONFIG.format(tail=tail.url)) as gw:
+            answers = [await timed(gw.http.get(f"/tail/{n}")) for n in range(1, 31)]
+            assert {r.status_code for r, _ in answers} == {200}
+            slowest = max(elapsed for _, elapsed in answers)
+            assert slowest < TAIL_LATENCY / 2, f"a request waited for the slow tail: {slowest}"
+            # ~1 in 5 first tries was slow: a copy answered each of them
+            won = await gw.metric("gateway_hedges_won_total", backend="tail")
+            assert won >= 4
+            assert await gw.metric("gateway_hedges_sent_total", backend="tail") >= won
+
+
+# --- coalescing: 100 identical concurrent GETs ---------------------------------------------
+
+COALESCE_CONFIG = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}", coalesce: true}}
+endpoints:
+  - path: /item/{{id}}
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}"}}
+"""
+
+
+async def test_identical_concurrent_gets_reach_the_backend_once(
+    catalog: Running, tmp_path: Path
+) -> None:
+    async with (
+        fault_proxy(catalog.port) as proxy,
+        gateway(tmp_path, COALESCE_CONFIG.format(catalog=proxy.url)) as gw,
+    ):
+        proxy.hold()  # the first request waits at the proxy while the others arrive
+        calls = [asyncio.ensure_future(gw.http.get("/item/42")) for _ in range(100)]
+        try:
+            await gw.wait_metric("gateway_coalesced_requests_total", lambda v: v == 99)
+            assert proxy.requests == 1
+        finally:
+            proxy.release()
+        answers = await asyncio.gather(*calls)
+        assert {r.status_code for r in answers} == {200}
+        assert len({r.content for r in answers}) == 1
+        assert proxy.requests == 1
+        # a later request is not served from memory: coalescing is not a cache
+        assert (await gw.http.get("/item/42")).status_code == 200
+        assert proxy.requests == 2
+
+
+# --- a breaker per host: a failing host leaves the round-robin -------------------------------
+
+HOSTS_CONFIG = """
+version: 1
+backends:
+  catalog:
+    kind: http
+    urls: ["{good}", "{bad}"]
+    breaker: {{failures: 3, window: 10s, cooldown: 60s}}
+endpoints:
+  - path: /item/{{id}}
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}"}}
+"""
+
+
+async def test_a_failing_host_is_taken_out_of_the_round_robin(
+    catalog: Running, tmp_path: Path
+) -> None:
+    async with (
+        fault_proxy(catalog.port) as good,
+        fault_proxy(catalog.port, mode="reset") as bad,
+        gateway(tmp_path, HOSTS_CONFIG.format(good=good.url, bad=bad.url)) as gw,
+    ):
+        statuses = [(await gw.http.get(f"/item/{n}")).status_code for n in range(1, 7)]
+        # round-robin: every second call went to the bad host until its 3rd failure
+        assert statuses == [200, 502] * 3
+        assert await gw.metric("gateway_breaker_state", host=bad.url) == 1
+        assert await gw.metric("gateway_breaker_state", host=good.url) == 0
+        # (aiohttp may resend a GET once on a dropped connection: 1 or 2 per failed call)
+        tried = bad.connections
+        assert 3 <= tried <= 6
+        statuses = [(await gw.http.get(f"/item/{n}")).status_code for n in range(7, 21)]
+        assert statuses == [200] * 14
+        assert (good.requests, bad.connections) == (17, tried)  # the bad host is left alone
+
+
+# --- global load shedding ---------------------------------------------------------------
+
+SHED_CONFIG = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}"}}
+endpoints:
+  - path: /item/{{id}}
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}"}}
+"""
+
+
+async def test_requests_beyond_the_in_flight_cap_are_shed_at_once(
+    catalog: Running, tmp_path: Path
+) -> None:
+    async with fault_proxy(catalog.port) as proxy:
+        config = SHED_CONFIG.format(catalog=proxy.url)
+        async with gateway(tmp_path, config, env={"GATEWAY_MAX_IN_FLIGHT": "5"}) as gw:
+            proxy.hold()
+            held = [asyncio.ensure_future(gw.http.get(f"/item/{n}")) for n in range(1, 6)]
+            try:
+                await until(lambda: proxy.requests == 5)  # the gateway is full now
+                shed, _ = await timed(gw.http.get("/item/6"))
+                assert shed.status_code == 503
+                assert shed.headers["retry-after"] == "1"
+                assert shed.headers["content-type"] == "application/problem+json"
+                assert (await gw.http.get("/livez")).status_code == 200  # probes are not shed
+                assert await gw.metric("gateway_shed_requests_total") == 1
+                assert proxy.requests == 5
+            finally:
+                proxy.release()
+            assert {r.status_code for r in await asyncio.gather(*held)} == {200}
+            assert (await gw.http.get("/item/6")).status_code == 200
