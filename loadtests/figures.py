@@ -33,7 +33,7 @@ class Figures:
 
     rows: list[Row]
     total: Row
-    shed: int
+    shed: Row | None  # the shed responses' own row, when shedding is counted apart
     peak_in_flight: float | None
     peak_connections: float | None
     peak_rss_bytes: int | None
@@ -42,12 +42,31 @@ class Figures:
     recovery: str  # "200 in 12 ms", or what went wrong
 
     @property
+    def admitted(self) -> list[Row]:
+        """The rows of requests the gateway admitted (every row but the shed one)."""
+        return [r for r in self.rows if r.name != SHED_NAME]
+
+    @property
+    def admitted_p99(self) -> float | None:
+        """p99 of the admitted requests: the whole run's when nothing was shed, else the
+        worst route's (locust merges percentiles only over all names, shed ones included,
+        which would hide slow admitted requests behind fast 503s)."""
+        if self.shed is None:
+            return self.total.p99
+        p99s = [r.p99 for r in self.admitted if r.p99 is not None]
+        return max(p99s) if p99s else None
+
+    @property
+    def shed_count(self) -> int:
+        return 0 if self.shed is None else self.shed.requests
+
+    @property
     def failure_ratio(self) -> float:
         return self.total.failures / self.total.requests if self.total.requests else 1.0
 
     @property
     def recovered(self) -> bool:
-        return self.recovery.startswith("200 ")
+        return self.recovery.startswith("200 ") and "still in flight" not in self.recovery
 
 
 def _number(text: str) -> float | None:
@@ -86,7 +105,7 @@ def summarise(stats_csv: Path, samples: list[Sample], recovery: str) -> Figures:
     return Figures(
         rows=[r for r in rows if r.name != "Aggregated"],
         total=total,
-        shed=sum(r.requests for r in rows if r.name == SHED_NAME),
+        shed=next((r for r in rows if r.name == SHED_NAME), None),
         # the gateway's own *_peak gauges, exact since its start; the last sample has the max
         peak_in_flight=peak([s.in_flight_peak for s in samples]),
         peak_connections=peak([s.open_connections_peak for s in samples]),
@@ -118,13 +137,14 @@ def check(figures: Figures, limits: Limits) -> list[str]:
             f"max-failure-ratio: {figures.total.failures} of {figures.total.requests} failed "
             f"({figures.failure_ratio:.4%} > {limits.max_failure_ratio:.4%})"
         )
-    p99 = figures.total.p99
+    p99 = figures.admitted_p99
     if limits.max_p99_ms is not None and (p99 is None or p99 > limits.max_p99_ms):
-        failed.append(f"max-p99-ms: p99 {p99} ms > {limits.max_p99_ms:g} ms")
+        seen = "not measured" if p99 is None else f"{p99:g} ms"
+        failed.append(f"max-p99-ms: p99 of admitted requests {seen} > {limits.max_p99_ms:g} ms")
     for option, seen, wanted in (
         ("min-peak-in-flight", figures.peak_in_flight, limits.min_peak_in_flight),
         ("min-peak-connections", figures.peak_connections, limits.min_peak_connections),
-        ("min-shed", figures.shed, limits.min_shed),
+        ("min-shed", figures.shed_count, limits.min_shed),
     ):
         if wanted is not None and (seen is None or seen < wanted):
             failed.append(f"{option}: {seen if seen is not None else 'not measured'} < {wanted}")

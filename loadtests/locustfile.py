@@ -9,9 +9,10 @@ or directly:
 
 Scenarios (user classes; pick with FANOUT_SCENARIO, default `mix`):
 
-* `mix` -> `MixUser`: browses like a frontend, with think time: product pages (3-call
-  fan-out with a dependent call), the home page (2 calls), the catalog passthrough and,
-  when FANOUT_USERS_WEIGHT > 0, the SQL-backed `/api/users/{id}` of examples/demo.yaml.
+* `mix` -> `MixUser`: browses like a frontend, with think time (and a random first pause
+  within it): product pages (3-call fan-out with a dependent call), the home page (2 calls),
+  the catalog passthrough and, when FANOUT_USERS_WEIGHT > 0, the SQL-backed
+  `/api/users/{id}` of examples/demo.yaml (two SQL calls, the users service, the catalog).
 * `slow` -> `SlowBackendUser`: no think time, every request asks the backends to be slow
   (`?delay=` is forwarded to them by the routes' `forward_query`), so each user holds one
   request in flight nearly all the time: N users = N requests in flight at the gateway.
@@ -111,6 +112,11 @@ class MixUser(GatewayUser):
 
     weight = 1 if SCENARIO in ("mix", "all") else 0
     wait_time = between(THINK_MIN_S, THINK_MAX_S)
+
+    def on_start(self) -> None:
+        # Start at a random point of the think time: users spawned together would otherwise
+        # all click at once, a burst a real audience arriving over time does not make.
+        time.sleep(random.uniform(0, THINK_MAX_S))
 
     @task(6)
     def product_page(self) -> None:

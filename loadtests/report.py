@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from loadtests.figures import Figures
 from loadtests.sampler import Sample
@@ -77,6 +78,12 @@ def _value(text: str) -> float:
     return float("nan") if text in ("", "N/A") else float(text)
 
 
+def _legend_below(fig: Figure) -> None:
+    """One legend for every axis of the figure, under the plot where it hides no line."""
+    fig.legend(loc="lower center", ncols=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+
+
 def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) -> None:
     """latency.png, throughput.png (from locust's history) and gateway.png (from samples)."""
     rows = _history(history_csv)
@@ -91,9 +98,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     users = ax.twinx()
     users.plot(t, [_value(r["User Count"]) for r in rows], "k--", label="users")
     users.set_ylabel("users")
-    fig.legend(loc="upper left")
+    _legend_below(fig)
     ax.set_title(f"{title}: latency percentiles and users")
-    fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=80)
     plt.close(fig)
 
@@ -102,9 +108,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     ax.plot(t, [_value(r["Failures/s"]) for r in rows], "r", label="failures/s")
     ax.set_xlabel("seconds")
     ax.set_ylabel("per second")
-    ax.legend(loc="upper left")
+    _legend_below(fig)
     ax.set_title(f"{title}: throughput and failures")
-    fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=80)
     plt.close(fig)
 
@@ -123,9 +128,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     rss.plot(st, [s.rss_bytes / 2**20 if s.rss_bytes >= 0 else float("nan") for s in samples])
     rss.lines[0].set(color="k", linestyle="--", label="RSS (MiB)")
     rss.set_ylabel("gateway RSS (MiB)")
-    fig.legend(loc="upper left")
+    _legend_below(fig)
     ax.set_title(f"{title}: the gateway process, sampled every second")
-    fig.tight_layout()
     fig.savefig(out / "gateway.png", dpi=80)
     plt.close(fig)
 
@@ -173,7 +177,16 @@ def summary(
         "| --- | --- |",
         f"| requests | {t.requests:,} |",
         f"| failed requests | {t.failures:,} ({figures.failure_ratio:.4%}) |",
-        f"| shed (503 + Retry-After, counted apart) | {figures.shed:,} |",
+        f"| shed (503 + Retry-After, counted apart) | {figures.shed_count:,} |",
+        *(
+            []
+            if figures.shed is None
+            else [
+                f"| shed 503 latency p50 / p99 / max (ms) | {_ms(figures.shed.p50)} / "
+                f"{_ms(figures.shed.p99)} / {_ms(figures.shed.max_ms)} |",
+                f"| admitted requests' p99 (worst route, ms) | {_ms(figures.admitted_p99)} |",
+            ]
+        ),
         f"| requests/s (whole run) | {t.rps:,.1f} |",
         f"| p50 / p95 / p99 / max (ms) | {_ms(t.p50)} / {_ms(t.p95)} / {_ms(t.p99)} / "
         f"{_ms(t.max_ms)} |",

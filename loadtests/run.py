@@ -35,16 +35,18 @@ from typing import TypeVar
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
 
+from gateway.embedded_pg import free_port
 from loadtests import report
 from loadtests.figures import Limits, check, summarise
 from loadtests.profiles import PROFILES, Profile
-from loadtests.sampler import Sampler, write_samples
+from loadtests.sampler import Sampler, wait_drained, write_samples
 from loadtests.stack import REPO, Stack, running_stack, stop_process
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 DEFAULT_CONFIG = HERE / "capacity.yaml"
 CSV_PREFIX = "locust"
+DRAIN_TIMEOUT_S = 120.0  # after the load: how long the gateway may take to be idle again
 T = TypeVar("T")
 PUBLISHED = (
     "summary.md",
@@ -132,7 +134,11 @@ def run_locust(
                     children.setdefault(child.pid, child)
             except psutil.Error:
                 pass  # exited between poll() and here
-            time.sleep(5)  # progress output cadence, not synchronisation
+            try:
+                process.wait(timeout=5)  # returns as soon as locust exits
+                break
+            except subprocess.TimeoutExpired:
+                pass  # still running: print progress every 5 s
             if sampler.samples:
                 s = sampler.samples[-1]
                 print(
@@ -189,10 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average before the run: {load_before[0]:.2f} ({os.cpu_count()} cores)")
     print(f"report folder: {out}")
 
+    # locust's master listens for its workers on 5557 unless told otherwise: a free port
+    # keeps another locust on this machine (a test, a colleague's run) from joining this run
+    # with workers of its own, or this run's workers from joining it
+    master_port = free_port()
     locust_argv = [
         sys.executable,
         "-m",
         "locust",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(master_port),
+        "--master-port",
+        str(master_port),
         "--locustfile",
         str(LOCUSTFILE),
         "--headless",
@@ -232,10 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sampler,
                 deadline_s=run_time + profile.stop_timeout_s + 120,
             )
+            drained = wait_drained(stack.url, DRAIN_TIMEOUT_S)
         finally:
             sampler.stop()
         samples = [*sampler.samples, sampler.sample(count_sockets=True)]
         recovery = probe(stack.url + profile.recovery_path)
+        recovery += (
+            f"; in flight back to 0 {drained:.0f}s after locust stopped"
+            if drained is not None
+            else f"; requests still in flight {DRAIN_TIMEOUT_S:.0f}s after locust stopped"
+        )
     load_after = os.getloadavg()
     write_samples(samples, out / "gateway_samples.csv")
     if code not in (0, 1):
@@ -277,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min-peak-in-flight": str(limits.min_peak_in_flight),
             "min-peak-connections": str(limits.min_peak_connections),
             "min-shed": str(limits.min_shed),
-            "recovery": "a request after the run answers 200",
+            "recovery": "in flight back to 0 within "
+            f"{DRAIN_TIMEOUT_S:.0f}s of the load stopping, then a request answers 200",
         },
         notes=[
             f"/metrics could not be read {sampler.errors} times during the run "

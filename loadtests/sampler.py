@@ -1,13 +1,17 @@
 """Sampling the gateway while locust runs: its /metrics gauges and its process (RSS, fds).
 
 The `*_peak` gauges are exact (kept by the gateway since it started); the sampled values
-show the shape over time. Upstream sockets are counted from the kernel's socket table, which
-is slow to read at 15,000 sockets, so only every few samples.
+show the shape over time. Upstream sockets are the established TCP connections to the demo
+services' ports, counted by `ss` (iproute2) with a kernel-side filter: psutil's per-process
+scan parses the whole socket table in Python, seconds at 15,000 sockets. Only the gateway
+connects to those ports, so the count is the gateway's.
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -23,7 +27,8 @@ METRICS = {
     "gateway_open_connections_peak": "open_connections_peak",
     "gateway_shed_requests_total": "shed_total",
 }
-SOCKET_COUNT_EVERY = 5  # samples
+SOCKET_COUNT_EVERY = 2  # samples
+SS = shutil.which("ss")
 
 
 @dataclass(slots=True)
@@ -94,15 +99,43 @@ class Sampler(threading.Thread):
                     sample.rss_bytes = self.process.memory_info().rss
                     sample.open_fds = self.process.num_fds()
                     sample.cpu_percent = self.process.cpu_percent()
-                if count_sockets and self.upstream_ports:
-                    sample.upstream_sockets = sum(
-                        1
-                        for c in self.process.net_connections(kind="tcp")
-                        if c.raddr and c.raddr.port in self.upstream_ports
-                    )
             except psutil.Error:
                 pass  # the process is gone; the report says what was last seen
+        if count_sockets and self.upstream_ports:
+            sample.upstream_sockets = count_established(self.upstream_ports)
         return sample
+
+
+def wait_drained(url: str, timeout_s: float) -> float | None:
+    """Seconds until the gateway reports 0 requests in flight, or None after `timeout_s`.
+
+    After the load stops, requests whose client has gone may still hold upstream slots;
+    this shows how long the gateway takes to be idle again.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if scrape(url).get("in_flight", -1) == 0:
+                return time.monotonic() - started
+        except OSError:
+            pass  # still too busy to answer: keep asking until the timeout
+        time.sleep(1)  # a poll of the gateway's state, not test synchronisation
+    return None
+
+
+def count_established(ports: set[int]) -> int:
+    """Established TCP connections to any of `ports` on this host; -1 without `ss`."""
+    if SS is None:
+        return -1
+    selector = " or ".join(f"dport = :{port}" for port in sorted(ports))
+    result = subprocess.run(
+        [SS, "-Htn", "state", "established", f"( {selector} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return result.stdout.count("\n") if result.returncode == 0 else -1
 
 
 def write_samples(samples: list[Sample], path: Path) -> None:

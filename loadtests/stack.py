@@ -4,15 +4,24 @@ Sockets are bound here (port 0) and handed to each child with `--fd`, so a capac
 collides with a `gateway demo` or a test suite running on the same machine. The routes file
 is copied with each demo backend's URL pointed at the port its service got. Every child is
 stopped by PID (SIGTERM, then SIGKILL after a grace period).
+
+When the routes file has a `postgres` backend or the `users` service, a seeded PostgreSQL is
+needed: DATABASE_URL when it is set (nothing is started, as in the test suite), else an
+embedded one (gateway/embedded_pg.py) in a temporary directory, seeded by services/userdb.py
+and removed afterwards. The gateway gets it as DATABASE_URL (`dsn: ${DATABASE_URL}`), the
+users service as `--dsn`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -23,9 +32,17 @@ from typing import Any
 
 import yaml
 
+from gateway.embedded_pg import database, free_port
+from services.userdb import prepare as prepare_userdb
+
 REPO = Path(__file__).resolve().parent.parent
 # Backends of the routes file that this runner can start: name -> module under services/.
-DEMO_SERVICES = {"catalog": "services.catalog", "reviews": "services.reviews"}
+DEMO_SERVICES = {
+    "catalog": "services.catalog",
+    "reviews": "services.reviews",
+    "users": "services.users",  # needs the database: started with --dsn
+}
+NEEDS_DATABASE = frozenset({"users"})
 STOP_GRACE_S = 30.0
 GATEWAY_BACKLOG = 4096  # the listen queue of the gateway socket (GATEWAY_BACKLOG's default)
 
@@ -38,6 +55,7 @@ class Stack:
     gateway_pid: int
     backend_ports: dict[str, int]
     routes: Path
+    database: str | None = None  # the DSN, when the routes needed one
 
 
 def listening_socket(backlog: int) -> socket.socket:
@@ -107,27 +125,54 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
 
 
 @contextmanager
+def seeded_database() -> Iterator[str]:
+    """DATABASE_URL when set, else an embedded PostgreSQL in a temporary directory; seeded."""
+    # under /tmp and world-searchable: as root PostgreSQL runs as `nobody` (embedded_pg.py)
+    base = Path(tempfile.mkdtemp(prefix="fanout-loadtest-pg-"))
+    base.chmod(0o755)
+    try:
+        with database(base / "pgdata", free_port(), fsync=False) as dsn:
+            asyncio.run(prepare_userdb(dsn))
+            yield dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _needs_database(spec: Mapping[str, Any]) -> bool:
+    backends: Mapping[str, Any] = spec.get("backends", {})
+    return any(
+        b.get("kind") == "postgres" or name in NEEDS_DATABASE for name, b in backends.items()
+    )
+
+
+@contextmanager
 def running_stack(config: Path, gateway_env: Mapping[str, str], out: Path) -> Iterator[Stack]:
-    """Start the demo services the routes file names, then the gateway; stop all on exit."""
+    """Start the database and demo services the routes file needs, then the gateway; stop
+    all on exit."""
     spec: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8"))
     names = [n for n in spec.get("backends", {}) if n in DEMO_SERVICES]
     with ExitStack() as cleanup:
+        dsn = cleanup.enter_context(seeded_database()) if _needs_database(spec) else None
         ports: dict[str, int] = {}
         for name in names:
+            argv = [sys.executable, "-m", DEMO_SERVICES[name]]
+            if name in NEEDS_DATABASE and dsn is not None:
+                argv += ["--dsn", dsn]
             # uvicorn listens again with its default backlog, 2048: above the 2,000
             # connections (max_connections) the gateway may open to one service at once
-            process, ports[name] = _start(
-                [sys.executable, "-m", DEMO_SERVICES[name]], out / f"{name}.log", {}, 2048
-            )
+            process, ports[name] = _start(argv, out / f"{name}.log", {}, 2048)
             cleanup.callback(stop_process, process)
         routes = _routes_for(config, ports, out)
+        env = {**gateway_env, **({"DATABASE_URL": dsn} if dsn is not None else {})}
         gateway, port = _start(
             [sys.executable, "-m", "gateway", "run", "--config", str(routes)],
             out / "gateway.log",
-            gateway_env,
+            env,
             int(gateway_env.get("GATEWAY_BACKLOG", GATEWAY_BACKLOG)),
         )
         cleanup.callback(stop_process, gateway)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, gateway)
-        yield Stack(url=url, gateway_pid=gateway.pid, backend_ports=ports, routes=routes)
+        yield Stack(
+            url=url, gateway_pid=gateway.pid, backend_ports=ports, routes=routes, database=dsn
+        )
