@@ -384,8 +384,47 @@ def test_disruption_budget_covers_the_gateway(target: str) -> None:
     assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
 
 
+def label_selector_matches(selector: Doc, labels: dict[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against pod labels."""
+    if not selects(selector.get("matchLabels", {}), labels):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def egress_allows(policy: Doc, pod_labels: dict[str, str], port: Doc) -> bool:
+    """Whether `policy` lets its pods open a TCP/UDP connection to `port` (a containerPort
+    entry) of a pod with `pod_labels` in the same namespace."""
+    for rule in policy["egress"]:
+        peers = rule.get("to")
+        if peers is not None and not any(
+            "podSelector" in peer
+            and "namespaceSelector" not in peer
+            and label_selector_matches(peer["podSelector"], pod_labels)
+            for peer in peers
+        ):
+            continue
+        ports = rule.get("ports")
+        if ports is None or any(
+            p.get("protocol", "TCP") == port.get("protocol", "TCP")
+            and p["port"] in (port["containerPort"], port.get("name"))
+            for p in ports
+        ):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("target", ["dev", "prod"])
-def test_network_policy(target: str) -> None:
+def test_network_policy_admits_only_ingress_nginx_and_prometheus(target: str) -> None:
     docs = render(target)
     policy = find(docs, "NetworkPolicy", "gateway")["spec"]
     labels = find(docs, "Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
@@ -399,18 +438,87 @@ def test_network_policy(target: str) -> None:
     assert sources == {"ingress-nginx", "monitoring"}
     for rule in policy["ingress"]:
         assert [p["port"] for p in rule["ports"]] in (["http"], [8080])
-    allowed_ports = set()
-    pod_peers = []
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_network_policy_egress_has_no_open_rule(target: str) -> None:
+    """Every egress rule names its ports; the rules without peers are DNS and PostgreSQL only;
+    the others name pods of this namespace (no ipBlock, no other namespaces)."""
+    policy = find(render(target), "NetworkPolicy", "gateway")["spec"]
+    anywhere = set()
     for rule in policy["egress"]:
+        assert rule.get("ports"), f"an egress rule without ports allows every port: {rule}"
         if "to" in rule:
-            pod_peers += rule["to"]
             assert all(set(peer) == {"podSelector"} for peer in rule["to"]), rule
         else:
-            allowed_ports |= {(p["port"], p["protocol"]) for p in rule["ports"]}
-    assert allowed_ports == {(53, "UDP"), (53, "TCP"), (5432, "TCP")}
-    assert [p["podSelector"]["matchLabels"] for p in pod_peers] == [
-        {"app.kubernetes.io/part-of": "fanout"}
+            anywhere |= {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+    assert anywhere == {(53, "UDP"), (53, "TCP"), (5432, "TCP")}
+
+
+def test_network_policy_egress_reaches_exactly_the_backends() -> None:
+    """In dev, where every backend runs, the gateway may connect to exactly the ports its
+    routes use (every backend URL, the database of DATABASE_URL) and to no other port of any
+    pod: not to another gateway, not to the database's pods on other ports, not to locust."""
+    docs = render("dev") + render("loadtest")
+    policy = find(docs, "NetworkPolicy", "gateway")["spec"]
+    allowed = {
+        (where, port["containerPort"])
+        for where, template in pod_templates(docs)
+        for container in containers(template["spec"])
+        for port in container.get("ports", [])
+        if egress_allows(policy, template["metadata"]["labels"], port)
+    }
+    secret = named(docs, "Secret", "gateway-database")
+    database_url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
+    urls = [*backend_urls(yaml.safe_load(ROUTES.read_text())), database_url]
+    needed = {service_target(docs, url) for url in urls}
+    assert allowed == needed
+
+
+def service_target(docs: list[Doc], url: str) -> tuple[str, int]:
+    """The (workload, containerPort) a `scheme://[user@]service:port` URL reaches in `docs`."""
+    match = re.fullmatch(r"[a-z]+://(?:[^@/]+@)?([a-z0-9-]+):(\d+)(?:/.*)?", url)
+    assert match, f"{url}: use <scheme>://<service>:<port>"
+    service = find(docs, "Service", match.group(1))
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == int(match.group(2))]
+    target_port = service_port.get("targetPort", service_port["port"])
+    matched = [
+        (where, port["containerPort"])
+        for where, template in pod_templates(docs)
+        if selects(service["spec"]["selector"], template["metadata"]["labels"])
+        for container in containers(template["spec"])
+        for port in container.get("ports", [])
+        if target_port in (port["containerPort"], port.get("name"))
     ]
+    assert len(matched) == 1, f"{url} reaches {matched}"
+    return matched[0]
+
+
+def strings(value: object) -> Iterator[str]:
+    """Every string in a parsed YAML document, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def backend_urls(routes: Doc) -> list[str]:
+    """Every URL a backend of a routes file connects to: `url`, `urls`, and URL-valued
+    `options` of legacy clients (the inventory client's `base_url`)."""
+    urls = []
+    for backend in routes["backends"].values():
+        urls += [backend["url"]] if "url" in backend else backend.get("urls", [])
+        urls += [
+            value
+            for value in backend.get("options", {}).values()
+            if isinstance(value, str) and re.match(r"https?://", value)
+        ]
+    return urls
 
 
 # --- labels and references ------------------------------------------------------------------
@@ -509,10 +617,19 @@ def test_routes_configmap_is_the_k8s_routes_file(target: str) -> None:
     assert config_map["data"] == {"gateway.yaml": ROUTES.read_text(encoding="utf-8")}
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
+    container = gateway_container(docs)
     (mount,) = [
-        m for m in gateway_container(docs)["volumeMounts"] if m["mountPath"] == "/etc/fanout"
+        m
+        for m in container["volumeMounts"]
+        if "configMap" in volumes[m["name"]]
+        and volumes[m["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
     ]
-    assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    # The file the gateway is told to read is the ConfigMap's key, at the path where the
+    # image keeps its own default routes (Dockerfile CMD): the ConfigMap replaces it.
+    (key,) = config_map["data"]
+    config_path = flag(container["args"], "--config")
+    assert f"{mount['mountPath'].rstrip('/')}/{key}" == config_path
+    assert config_path == flag(dockerfile_cmd(), "--config")
 
 
 def gateway_check(path: Path) -> subprocess.CompletedProcess[str]:
@@ -543,55 +660,154 @@ def test_gateway_check_rejects_a_broken_routes_file(tmp_path: Path) -> None:
 
 
 def test_routes_backends_are_dev_services() -> None:
-    """Every backend URL in the k8s routes file is a Service (name and port) of the dev overlay."""
-    routes = yaml.safe_load(ROUTES.read_text())
+    """Every URL in the k8s routes file (`url`, `urls`, a legacy client's `base_url`) is
+    `http://<service>:<port>` of a dev Service that reaches a container port."""
+    urls = backend_urls(yaml.safe_load(ROUTES.read_text()))
+    assert len(urls) == 4, urls  # catalog, reviews, users, inventory
     docs = render("dev")
-    urls = []
-    for backend in routes["backends"].values():
-        urls += [backend["url"]] if "url" in backend else backend.get("urls", [])
-    assert urls
     for url in urls:
-        match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
-        assert match, f"{url}: use http://<service>:<port>"
-        service = find(docs, "Service", match.group(1))
-        assert int(match.group(2)) in [p["port"] for p in service["spec"]["ports"]], url
+        assert re.fullmatch(r"http://[a-z0-9-]+:\d+", url), f"{url}: use http://<service>:<port>"
+        service_target(docs, url)
 
 
 def test_k8s_routes_are_the_demo_routes() -> None:
-    """k8s/base/gateway.yaml is examples/demo.yaml with loopback URLs replaced by Service names."""
+    """k8s/base/gateway.yaml is examples/demo.yaml with every loopback URL replaced by the
+    Service on the same port, and nothing else changed."""
     k8s_routes = yaml.safe_load(ROUTES.read_text())
-    demo = (ROOT / "examples" / "demo.yaml").read_text()
-    by_port = {}
-    for backend in k8s_routes["backends"].values():
-        for url in [backend["url"]] if "url" in backend else backend.get("urls", []):
-            by_port[url.rsplit(":", 1)[1]] = url
-    demo = re.sub(
+    loopback = [v for v in strings(k8s_routes) if re.search(r"127\.0\.0\.1|localhost|\[::1\]", v)]
+    assert not loopback, f"loopback addresses are left: {loopback}"
+    demo_text = (ROOT / "examples" / "demo.yaml").read_text()
+    demo_urls = backend_urls(yaml.safe_load(demo_text))
+    by_port = {url.rsplit(":", 1)[1]: url for url in backend_urls(k8s_routes)}
+    assert len(by_port) == len(demo_urls), "one Service per backend port"
+    rewritten = re.sub(
         r"https?://(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/?",
-        lambda m: by_port.get(m.group(1), m.group(0)),
-        demo,
+        lambda m: by_port[m.group(1)],
+        demo_text,
     )
-    assert yaml.safe_load(demo) == k8s_routes
+    assert yaml.safe_load(rewritten) == k8s_routes
+
+
+def test_legacy_clients_return_within_the_shutdown_margin() -> None:
+    """A legacy call cannot be cancelled: after the graceful timeout the process still waits
+    at exit for every blocked client call (concurrent.futures joins its threads). Each legacy
+    client's own timeout must fit in what the grace period leaves after drain + graceful."""
+    container = gateway_container(render("prod"))
+    pod = find(render("prod"), "Deployment", "gateway")["spec"]["template"]["spec"]
+    margin = (
+        pod["terminationGracePeriodSeconds"]
+        - float(env_value(container, "GATEWAY_DRAIN_SECONDS"))
+        - float(env_value(container, "GATEWAY_GRACEFUL_TIMEOUT_SECONDS"))
+    )
+    routes = yaml.safe_load(ROUTES.read_text())
+    legacy = {n: b for n, b in routes["backends"].items() if b["kind"] == "legacy"}
+    assert legacy
+    for name, backend in legacy.items():
+        timeout = backend.get("options", {}).get("timeout")
+        assert timeout is not None, f"{name}: the client needs a timeout of its own"
+        assert 0 < float(timeout) <= margin, (name, timeout, margin)
 
 
 # --- the demo backends (dev) ----------------------------------------------------------------
 
 
+DEV_BACKENDS = {"catalog": 8101, "reviews": 8102, "inventory": 8103, "users": 8105}
+
+
 def test_dev_backends_run_the_demo_services() -> None:
+    from services.debug_routes import COMMON_ROUTES
+    from services.inventory.app import Inventory
+
+    common_paths = {getattr(route, "path", None) for route in COMMON_ROUTES}
     docs = render("dev")
-    for name, port in (("catalog", 8101), ("reviews", 8102)):
-        (container,) = find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
-        assert container["command"][:3] == ["python", "-m", f"services.{name}"]
-        assert flag(container["command"], "--host") == "0.0.0.0"
-        assert flag(container["command"], "--port") == str(port)
-        assert container["readinessProbe"] and container["livenessProbe"]
+    for name, port in DEV_BACKENDS.items():
+        pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        command = container["command"]
+        assert command[:3] == ["python", "-m", f"services.{name}"]
+        assert flag(command, "--host") == "0.0.0.0"
+        assert flag(command, "--port") == str(port)
         service = find(docs, "Service", name)
         assert [p["port"] for p in service["spec"]["ports"]] == [port]
+        for probe in ("readinessProbe", "livenessProbe"):
+            path = container[probe]["httpGet"]["path"]
+            if name == "inventory":  # a WSGI app without a route table: ask it
+                assert wsgi_get(Inventory(), path) == "200 OK", (name, probe, path)
+            else:
+                assert path in common_paths, (name, probe, path)
+
+
+def wsgi_get(app: Any, path: str) -> str:
+    """The status line a WSGI app answers to `GET path`."""
+    statuses: list[str] = []
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": path}, lambda status, _: statuses.append(status))
+    (status,) = statuses
+    return status
+
+
+def test_dev_users_service_and_its_seed_read_the_generated_database_url() -> None:
+    docs = render("dev")
+    pod = find(docs, "Deployment", "users")["spec"]["template"]["spec"]
+    secret = named(docs, "Secret", "gateway-database")
+    (seed,) = pod["initContainers"]
+    assert seed["command"][:3] == ["python", "-m", "services.userdb"]
+    for container in (seed, *pod["containers"]):
+        # $(VAR) in a command is expanded by the kubelet from the container's env
+        assert flag(container["command"], "--dsn") == "$(DATABASE_URL)"
+        (env,) = [e for e in container["env"] if e["name"] == "DATABASE_URL"]
+        reference = env["valueFrom"]["secretKeyRef"]
+        assert reference["name"] == secret["metadata"]["name"]
+        assert reference["key"] in secret["data"]
+
+
+# --- the compute pool in a pod --------------------------------------------------------------
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity (cpu cores or bytes) as a number."""
+    text = str(value)
+    suffixes = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, scale in sorted(suffixes.items(), key=lambda item: -len(item[0])):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+EVENT_LOOP_MEMORY = 512 * 2**20  # the gateway process itself
+COMPUTE_WORKER_MEMORY = 96 * 2**20  # a spawned worker: ~57 MiB RSS measured, plus headroom
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_gateway_pod_gives_the_compute_pool_what_it_needs(target: str) -> None:
+    """The process pool's spawned workers need a writable /dev/shm (their semaphores) under a
+    read-only root filesystem, a worker count that is not the node's CPU count, and CPU and
+    memory for each worker besides the event loop."""
+    docs = render(target)
+    routes = yaml.safe_load(ROUTES.read_text())
+    assert any(b["kind"] == "compute" for b in routes["backends"].values())
+    pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    container = gateway_container(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for path in ("/tmp", "/dev/shm"):
+        assert path in mounts and not mounts[path].get("readOnly"), path
+        assert "emptyDir" in volumes[mounts[path]["name"]], path
+    shm = volumes[mounts["/dev/shm"]["name"]]["emptyDir"]
+    assert shm.get("medium") == "Memory"
+
+    workers = int(env_value(container, "GATEWAY_COMPUTE_WORKERS"))
+    assert workers >= 1
+    limits = container["resources"]["limits"]
+    assert quantity(limits["cpu"]) >= 1 + workers
+    needed = EVENT_LOOP_MEMORY + workers * COMPUTE_WORKER_MEMORY + quantity(shm["sizeLimit"])
+    assert quantity(limits["memory"]) >= needed, (limits["memory"], needed / 2**20)
 
 
 # --- load test ------------------------------------------------------------------------------
 
 
-def test_loadtest_is_headless_distributed_and_fails_on_errors() -> None:
+def test_loadtest_is_headless_distributed_and_exits_with_the_slo_verdict() -> None:
     docs = render("loadtest")
     master = find(docs, "Job", "locust-master")
     assert master["spec"]["backoffLimit"] == 0, "a failed run must not be re-run"
@@ -680,6 +896,14 @@ def dockerfile_stages() -> list[list[str]]:
         if stages:
             stages[-1].append(line)
     return stages
+
+
+def dockerfile_cmd() -> list[str]:
+    """The final stage's CMD (exec form)."""
+    cmd = [line for line in dockerfile_stages()[-1] if line.upper().startswith("CMD ")]
+    assert cmd, "no CMD in the final stage"
+    command: list[str] = json.loads(cmd[-1].split(None, 1)[1])
+    return command
 
 
 def test_dockerfile_final_stage() -> None:
