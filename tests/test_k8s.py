@@ -820,6 +820,9 @@ def test_loadtest_is_headless_distributed_and_exits_with_the_slo_verdict() -> No
     assert int(flag(args, "--spawn-rate")) == 200
     assert flag(args, "--run-time") == "10m"
     assert int(flag(args, "--exit-code-on-error")) != 0
+    # the verdict: slo.py's checks, with the capacity runner's `mix` SLOs
+    assert float(flag(args, "--slo-max-failure-ratio")) == 0
+    assert float(flag(args, "--slo-max-p99-ms")) == 1000
     assert flag(args, "--host") == "http://gateway:8080"
     gateway_service = find(render("dev"), "Service", "gateway")
     assert 8080 in [p["port"] for p in gateway_service["spec"]["ports"]]
@@ -834,13 +837,25 @@ def test_loadtest_is_headless_distributed_and_exits_with_the_slo_verdict() -> No
         p["port"] for p in service["spec"]["ports"]
     ]
     assert selects(service["spec"]["selector"], master["spec"]["template"]["metadata"]["labels"])
-    for container in (master_container, worker):
-        assert re.fullmatch(r"locustio/locust:2\.\d+\.\d+", container["image"])
-        assert flag(container["args"], "--locustfile") == "/mnt/locust/locustfile.py"
     locustfile = named(docs, "ConfigMap", "locustfile")
     assert locustfile["data"] == {
-        "locustfile.py": (ROOT / "loadtests" / "locustfile.py").read_text(encoding="utf-8")
+        "locustfile.py": (ROOT / "loadtests" / "locustfile.py").read_text(encoding="utf-8"),
+        "slo_verdict.py": (K8S / "loadtest" / "slo_verdict.py").read_text(encoding="utf-8"),
+        "slo.py": (K8S / "loadtest" / "slo.py").read_text(encoding="utf-8"),
     }
+    for where, template in (("master", master), ("workers", workers)):
+        spec = template["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert re.fullmatch(r"locustio/locust:2\.\d+\.\d+", container["image"])
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        (mount,) = [
+            m
+            for m in container["volumeMounts"]
+            if volumes[m["name"]].get("configMap", {}).get("name") == locustfile["metadata"]["name"]
+        ]
+        files = flag(container["args"], "--locustfile").split(",")
+        expected = [f"{mount['mountPath']}/{key}" for key in ("locustfile.py", "slo_verdict.py")]
+        assert files == expected, where
 
 
 def test_overlays_do_not_include_the_loadtest() -> None:
