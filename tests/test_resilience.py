@@ -234,6 +234,7 @@ endpoints:
       - {{name: reviews, backend: reviews, path: /reviews, query: {{product: "{{id}}", status: "503", delay: 200ms}}}}
 """
 CLIENTS = 40
+WINDOW = 800  # client requests measured: fewer, and the window's edges blur the figure
 
 
 async def test_an_always_503_backend_gets_at_most_1_2x_the_requests_with_retries(
@@ -244,6 +245,9 @@ async def test_an_always_503_backend_gets_at_most_1_2x_the_requests_with_retries
     The budget allows retries up to 20% of the backend's normal calls in flight, or 3 when
     that is less: the bound is about steady traffic of at least 15 calls in flight, so the
     ratio is measured over a window after the clients have started and before they stop.
+    Client requests are counted when sent: only retries under way blur the window's edges.
+    A retry holds its slot through its backoff too, so the expected figure is about
+    1 + 20% x 200 / (200 + 37) = 1.17 here, not the bound itself.
     """
     async with (
         fault_proxy(reviews.port) as proxy,
@@ -255,22 +259,24 @@ async def test_an_always_503_backend_gets_at_most_1_2x_the_requests_with_retries
         assert await gw.metric("gateway_retries_total") == 2
 
         answers: list[int] = []
+        sent = 0
         stop = asyncio.Event()
 
         async def client(offset: int) -> None:
-            for n in range(200):
+            nonlocal sent
+            for n in range(100):  # 40 x 100: enough for the warm-up and the window
                 if stop.is_set():
                     return
-                answers.append(
-                    (await gw.http.get(f"/failing/{1 + (offset + n) % 100}")).status_code
-                )
+                sent += 1
+                response = await gw.http.get(f"/failing/{1 + (offset + n) % 100}")
+                answers.append(response.status_code)
 
         clients = [asyncio.ensure_future(client(n * 7)) for n in range(CLIENTS)]
         try:
             await until(lambda: len(answers) >= 2 * CLIENTS, 60)  # every client is going
-            upstream, answered = proxy.requests, len(answers)
-            await until(lambda: len(answers) >= answered + 300, 60)
-            ratio = (proxy.requests - upstream) / (len(answers) - answered)
+            upstream, started = proxy.requests, sent
+            await until(lambda: sent >= started + WINDOW, 60)
+            ratio = (proxy.requests - upstream) / (sent - started)
         finally:
             stop.set()
             await asyncio.gather(*clients)
