@@ -36,8 +36,10 @@ Environment:
     FANOUT_TIMEOUT_S      client connect and read timeout, seconds           (120)
 
 Request names are route templates (`/api/products/{id}`), so the statistics group by route.
-Every user honours Retry-After on a shed response: it waits that long before its next
-request, as a well-behaved client would, instead of hammering a full gateway.
+Every user honours Retry-After on a shed response, as a well-behaved client would: it
+waits that long, plus up to as long again at random, before its next request. Without the
+jitter, clients shed together come back together: the overload run showed waves every
+Retry-After seconds, each one slowing everything.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class GatewayUser(FastHttpUser):
                 response.failure(f"status {response.status_code}")
         if retry_after is not None and response.status_code == 503:
             # locust monkey-patches time.sleep to yield to other users (gevent)
-            time.sleep(_seconds(retry_after))
+            time.sleep(_seconds(retry_after) * random.uniform(1.0, 2.0))
 
 
 def _seconds(retry_after: str) -> float:

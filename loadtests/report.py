@@ -98,8 +98,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     users = ax.twinx()
     users.plot(t, [_value(r["User Count"]) for r in rows], "k--", label="users")
     users.set_ylabel("users")
-    _legend_below(fig)
     ax.set_title(f"{title}: latency percentiles and users")
+    _legend_below(fig)  # after the title, so that the layout makes room for it
     fig.savefig(out / "latency.png", dpi=80)
     plt.close(fig)
 
@@ -108,8 +108,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     ax.plot(t, [_value(r["Failures/s"]) for r in rows], "r", label="failures/s")
     ax.set_xlabel("seconds")
     ax.set_ylabel("per second")
-    _legend_below(fig)
     ax.set_title(f"{title}: throughput and failures")
+    _legend_below(fig)  # after the title, so that the layout makes room for it
     fig.savefig(out / "throughput.png", dpi=80)
     plt.close(fig)
 
@@ -128,8 +128,8 @@ def plot(history_csv: Path, samples: Sequence[Sample], out: Path, title: str) ->
     rss.plot(st, [s.rss_bytes / 2**20 if s.rss_bytes >= 0 else float("nan") for s in samples])
     rss.lines[0].set(color="k", linestyle="--", label="RSS (MiB)")
     rss.set_ylabel("gateway RSS (MiB)")
-    _legend_below(fig)
     ax.set_title(f"{title}: the gateway process, sampled every second")
+    _legend_below(fig)  # after the title, so that the layout makes room for it
     fig.savefig(out / "gateway.png", dpi=80)
     plt.close(fig)
 

@@ -163,7 +163,12 @@ def running_stack(config: Path, gateway_env: Mapping[str, str], out: Path) -> It
             process, ports[name] = _start(argv, out / f"{name}.log", {}, 2048)
             cleanup.callback(stop_process, process)
         routes = _routes_for(config, ports, out)
-        env = {**gateway_env, **({"DATABASE_URL": dsn} if dsn is not None else {})}
+        env = {
+            # no drain period on the way out: nothing routes to this gateway but this run
+            "GATEWAY_DRAIN_SECONDS": "0",
+            **gateway_env,
+            **({"DATABASE_URL": dsn} if dsn is not None else {}),
+        }
         gateway, port = _start(
             [sys.executable, "-m", "gateway", "run", "--config", str(routes)],
             out / "gateway.log",
