@@ -10,6 +10,7 @@ benchmarks/resilience.py; here the assertions are structural, with generous boun
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,11 @@ FAST_STOP = {"GATEWAY_DRAIN_SECONDS": "0", "GATEWAY_GRACEFUL_TIMEOUT_SECONDS": "
 class Gateway:
     running: Running
     http: httpx.AsyncClient
+    log_path: Path
+
+    def log(self) -> str:
+        """What the gateway wrote to stderr so far (its log)."""
+        return self.log_path.read_text()
 
     async def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples of `name` whose labels include `labels` (0 if none)."""
@@ -57,18 +63,23 @@ async def gateway(
     tmp_path: Path, config: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[Gateway]:
     """A gateway process on `config`, ready; stopped by PID (and must exit 0) afterwards."""
-    path = tmp_path / f"gateway-{uuid.uuid4().hex[:8]}.yaml"
+    name = f"gateway-{uuid.uuid4().hex[:8]}"
+    path, log_path = tmp_path / f"{name}.yaml", tmp_path / f"{name}.log"
     path.write_text(config)
-    running = start_gateway(path, env={**FAST_STOP, **(env or {})})
-    try:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=running.url, timeout=60, limits=limits) as http:
-            # the socket is listening already: this waits until the app has started
-            assert (await http.get("/readyz")).status_code == 200
-            yield Gateway(running, http)
-    finally:
-        # in a thread: the proxies on this loop must keep serving while the gateway stops
-        code = await asyncio.to_thread(running.stop)
+    with log_path.open("wb") as log:
+        running = start_gateway(path, env={**FAST_STOP, **(env or {})}, stderr=log)
+        try:
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with httpx.AsyncClient(base_url=running.url, timeout=60, limits=limits) as http:
+                # the socket is listening already: this waits until the app has started
+                assert (await http.get("/readyz")).status_code == 200
+                yield Gateway(running, http, log_path)
+        except BaseException:
+            print(f"--- {log_path.name}\n{log_path.read_text()}")  # shown with the failure
+            raise
+        finally:
+            # in a thread: the proxies on this loop must keep serving while the gateway stops
+            code = await asyncio.to_thread(running.stop)
     assert code == 0, f"gateway exit code {code}"
 
 
@@ -208,6 +219,13 @@ async def _kill_under_load_and_restart(gw: Gateway, proxy: FaultProxy, reviews: 
             == reopened
         ), "a probe failed after the backend was back"
         await until(lambda: sum(a.complete for a in load.since(recovered_at)) >= 20)
+        # every change was logged, in order
+        changes = re.findall(rf"breaker reviews {re.escape(host)}: (\w+) -> (\w+)", gw.log())
+        assert changes[:2] == [("closed", "open"), ("open", "half_open")], changes
+        assert changes[-1] == ("half_open", "closed"), changes
+        assert len(changes) == 1 + 2 * (
+            await gw.metric("gateway_breaker_transitions_total", state="half_open")
+        )
     finally:
         load.stop.set()
         await asyncio.gather(*clients)
