@@ -160,19 +160,20 @@ async def test_a_killed_backend_trips_the_breaker_partial_answers_go_on_and_it_r
     catalog: Running, tmp_path: Path
 ) -> None:
     reviews = start_service("reviews")
-    restarted: Running | None = None
+    started = [reviews]  # the restarted one joins: every one is stopped, however this ends
     try:
         async with fault_proxy(reviews.port) as proxy:
             config = KILLED_CONFIG.format(catalog=catalog.url, reviews=proxy.url, cooldown=COOLDOWN)
             async with gateway(tmp_path, config) as gw:
-                restarted = await _kill_under_load_and_restart(gw, proxy, reviews)
+                await _kill_under_load_and_restart(gw, proxy, reviews, started)
     finally:
-        reviews.stop()
-        if restarted is not None:
-            restarted.stop()
+        for service in started:
+            service.stop()
 
 
-async def _kill_under_load_and_restart(gw: Gateway, proxy: FaultProxy, reviews: Running) -> Running:
+async def _kill_under_load_and_restart(
+    gw: Gateway, proxy: FaultProxy, reviews: Running, started: list[Running]
+) -> None:
     host = proxy.url
     assert (await page(gw.http, 1)).complete
     # calls in flight when the backend dies: they would take 5 s if it lived
@@ -204,6 +205,7 @@ async def _kill_under_load_and_restart(gw: Gateway, proxy: FaultProxy, reviews: 
         assert proxy.connections - connections <= more_probes - probes
 
         restarted = start_service("reviews")
+        started.append(restarted)
         proxy.upstream_port = restarted.port  # the gateway's target address stays the same
         async with httpx.AsyncClient(base_url=restarted.url, timeout=30) as direct:
             assert (await direct.get("/reviews", params={"product": "1"})).status_code == 200
@@ -234,7 +236,6 @@ async def _kill_under_load_and_restart(gw: Gateway, proxy: FaultProxy, reviews: 
     assert statuses == {200}, statuses
     down = [a for a in load.answers if killed_at < a.at < recovered_at]
     assert down and not any(a.complete for a in down if a.at > opened_at)
-    return restarted
 
 
 # --- retries: an always-503 backend sees at most ~1.2x the client requests ----------------
