@@ -40,6 +40,14 @@ class Figures:
     peak_fds: int | None
     peak_upstream_sockets: int | None
     recovery: str  # "200 in 12 ms", or what went wrong
+    answers: dict[str, int] | None = None  # the gateway's own count by status, after the run
+
+    @property
+    def gateway_errors(self) -> int | None:
+        """Requests the gateway answered with a 5xx (shed ones are not counted there)."""
+        if self.answers is None:
+            return None
+        return sum(n for status, n in self.answers.items() if status.startswith("5"))
 
     @property
     def admitted(self) -> list[Row]:
@@ -91,7 +99,9 @@ def read_stats(path: Path) -> list[Row]:
         ]
 
 
-def summarise(stats_csv: Path, samples: list[Sample], recovery: str) -> Figures:
+def summarise(
+    stats_csv: Path, samples: list[Sample], recovery: str, answers: dict[str, int] | None = None
+) -> Figures:
     rows = read_stats(stats_csv)
     total = next(r for r in rows if r.name == "Aggregated")
 
@@ -113,6 +123,7 @@ def summarise(stats_csv: Path, samples: list[Sample], recovery: str) -> Figures:
         peak_fds=None if fds is None else int(fds),
         peak_upstream_sockets=None if upstream is None else int(upstream),
         recovery=recovery,
+        answers=answers,
     )
 
 
@@ -137,10 +148,15 @@ def check(figures: Figures, limits: Limits) -> list[str]:
             f"max-failure-ratio: {figures.total.failures} of {figures.total.requests} failed "
             f"({figures.failure_ratio:.4%} > {limits.max_failure_ratio:.4%})"
         )
+    errors, answered = figures.gateway_errors, sum((figures.answers or {}).values())
+    if errors is not None and answered and errors / answered > limits.max_failure_ratio:
+        failed.append(
+            f"max-failure-ratio (gateway): it answered {errors} of {answered} requests with a 5xx"
+        )
     p99 = figures.admitted_p99
     if limits.max_p99_ms is not None and (p99 is None or p99 > limits.max_p99_ms):
-        seen = "not measured" if p99 is None else f"{p99:g} ms"
-        failed.append(f"max-p99-ms: p99 of admitted requests {seen} > {limits.max_p99_ms:g} ms")
+        measured = "not measured" if p99 is None else f"{p99:g} ms"
+        failed.append(f"max-p99-ms: p99 of admitted requests {measured} > {limits.max_p99_ms:g} ms")
     for option, seen, wanted in (
         ("min-peak-in-flight", figures.peak_in_flight, limits.min_peak_in_flight),
         ("min-peak-connections", figures.peak_connections, limits.min_peak_connections),

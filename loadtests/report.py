@@ -201,6 +201,13 @@ def summary(
             else f"{figures.peak_rss_bytes / 2**20:,.0f} MiB"
         )
         + " |",
+        "| the gateway's own answers by status (shed not included) | "
+        + (
+            "not read"
+            if figures.answers is None
+            else ", ".join(f"{s}: {n:,}" for s, n in figures.answers.items())
+        )
+        + " |",
         f"| request after the run (recovery) | {figures.recovery} |",
         "",
         "By request name (route template):",

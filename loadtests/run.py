@@ -39,7 +39,7 @@ from gateway.embedded_pg import free_port
 from loadtests import report
 from loadtests.figures import Limits, check, summarise
 from loadtests.profiles import PROFILES, Profile
-from loadtests.sampler import Sampler, wait_drained, write_samples
+from loadtests.sampler import Sampler, answers_by_status, wait_drained, write_samples
 from loadtests.stack import REPO, Stack, running_stack, stop_process
 
 HERE = Path(__file__).resolve().parent
@@ -253,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sampler.stop()
         samples = [*sampler.samples, sampler.sample(count_sockets=True)]
         recovery = probe(stack.url + profile.recovery_path)
+        try:
+            answers: dict[str, int] | None = answers_by_status(stack.url)
+        except OSError as exc:
+            print(f"could not read the gateway's answers by status: {exc}", file=sys.stderr)
+            answers = None
         recovery += (
             f"; in flight back to 0 {drained:.0f}s after locust stopped"
             if drained is not None
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no statistics written; see {out / 'locust.log'}", file=sys.stderr)
         return 1
 
-    figures = summarise(stats, samples, recovery)
+    figures = summarise(stats, samples, recovery, answers)
     failed = check(figures, limits)
     report.plot(out / f"{CSV_PREFIX}_stats_history.csv", samples, out, profile.name)
     report.summary(
@@ -299,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min-peak-in-flight": str(limits.min_peak_in_flight),
             "min-peak-connections": str(limits.min_peak_connections),
             "min-shed": str(limits.min_shed),
+            "max-failure-ratio (gateway)": "the same ratio over the gateway's own count of "
+            "5xx answers, which includes requests locust abandoned at the end",
             "recovery": "in flight back to 0 within "
             f"{DRAIN_TIMEOUT_S:.0f}s of the load stopping, then a request answers 200",
         },

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
+from prometheus_client.parser import text_string_to_metric_families
 
 METRICS = {
     "gateway_requests_in_flight": "in_flight",
@@ -57,6 +58,26 @@ def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
         if name in METRICS:
             values[METRICS[name]] = float(value)
     return values
+
+
+def answers_by_status(url: str, timeout: float = 30.0) -> dict[str, int]:
+    """How many requests the gateway itself answered, by status (`gateway_requests_total`).
+
+    Shed requests are not in it (`gateway_shed_requests_total` counts them). Unlike
+    locust's statistics it also covers requests a client abandoned: locust's workers quit
+    at the end of a distributed run without waiting for their requests in flight.
+    """
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "gateway_requests":
+            continue
+        for sample in family.samples:
+            if sample.name == "gateway_requests_total":
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0) + int(sample.value)
+    return dict(sorted(counts.items()))
 
 
 class Sampler(threading.Thread):

@@ -77,6 +77,8 @@ def test_smoke_profile_passes_and_writes_a_complete_report(
     for section in ("## Figures", "## Checks", "## Plots", "## Load profile", "## Environment"):
         assert section in summary, section
     assert "gateway peak open client connections" in summary
+    answers = next(line for line in summary.splitlines() if "the gateway's own answers" in line)
+    assert "200: " in answers and "| not read |" not in answers
     assert "git commit" in summary and "cores" in summary
 
     # --publish copies the small part only: no HTML, no per-second history
