@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import socket
 from types import FrameType
 from typing import Any
@@ -46,11 +45,6 @@ class DrainingServer(BatchAcceptServer):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
-        if self.config.fd is not None and self.started:
-            # uvicorn serves on a duplicate of an inherited socket (`--fd`); close the original
-            # so that the shutdown really closes the listener: new connections are then
-            # refused, as with a socket bound here, instead of queueing where none is accepted.
-            os.close(self.config.fd)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not calling super(): it records the signal and re-raises it after shutdown, which
@@ -85,13 +79,12 @@ def log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def uvicorn_config(app: object, settings: Settings, fd: int | None) -> uvicorn.Config:
+def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     """The uvicorn settings tuned for many concurrent connections."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
-        fd=fd,
         loop="uvloop",
         http=CountingHttpToolsProtocol,
         lifespan="on",
@@ -108,19 +101,24 @@ def uvicorn_config(app: object, settings: Settings, fd: int | None) -> uvicorn.C
 
 
 def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> None:
-    """Serve until a signal; returns after a clean shutdown."""
+    """Serve until a signal; returns after a clean shutdown.
+
+    `fd` is an inherited listening socket (tests, benchmarks). It is adopted as it is rather
+    than through uvicorn's `fd=`, which wraps it as a Unix socket: its connections would then
+    miss TCP_NODELAY and every small response would wait ~40 ms for a delayed ACK. Adopted,
+    the server owns the one descriptor, so closing the listener at shutdown really closes it.
+    """
+    inherited = [socket.socket(fileno=fd)] if fd is not None else None
     if settings.workers > 1:
         # Each worker is a separate process that loads the routes file itself (by path, from
         # GATEWAY_CONFIG) through `app_from_settings`. The drain period applies per process
         # only with one worker; on Kubernetes run one worker per pod and scale by replicas.
-        config = uvicorn_config("gateway.serve:app_from_settings", settings, fd)
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        config = uvicorn_config("gateway.serve:app_from_settings", settings)
+        Multiprocess(config, sockets=inherited or [config.bind_socket()]).run()
         return
     app = create_app(spec, settings)
-    server = DrainingServer(
-        uvicorn_config(app, settings, fd), app.state.health, settings.drain_seconds
-    )
-    server.run()
+    server = DrainingServer(uvicorn_config(app, settings), app.state.health, settings.drain_seconds)
+    server.run(sockets=inherited)
 
 
 def app_from_settings() -> object:
