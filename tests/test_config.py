@@ -200,6 +200,21 @@ def test_check_command_accepts_the_demo() -> None:
     assert result.stdout.startswith("examples/demo.yaml: ok:")
 
 
+def test_readme_config_reference_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    reference = readme.split("## Config reference", 1)[1].split("```yaml\n", 1)[1]
+    config = tmp_path / "reference.yaml"
+    config.write_text(reference.split("```", 1)[0], encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_committed_schema_is_up_to_date() -> None:
     committed = (REPO / "gateway" / "schema.json").read_text()
     assert committed == schema_text(), "run `gateway schema > gateway/schema.json`"
