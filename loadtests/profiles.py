@@ -87,8 +87,8 @@ PROFILES = {
             "from PostgreSQL, passthrough) with 60-120 s think time: a page every ~90 s per "
             "user, ~110 requests/s and ~290 backend calls/s. One gateway process shares the "
             "2 cores with locust, the demo services, PostgreSQL and whatever else runs on "
-            "the machine; at 30-60 s (~200 requests/s) the runs here passed only when "
-            "nothing else ran. Users start at a random point of their think time (not all "
+            "the machine; at 30-60 s (~200 requests/s) no run here passed while other test "
+            "suites ran beside it. Users start at a random point of their think time (not all "
             "at once on spawn), and the gateway keeps idle connections 150 s, so all "
             "10,000 stay open.",
             users=10_000,
