@@ -155,18 +155,47 @@ def proxy_handler(
             if not handed_to_stream:
                 upstream.slots.release()
 
-        def release() -> None:
-            upstream_response.release()
-            upstream.slots.release()
-
-        response = UpstreamStreamingResponse(
-            upstream_response.content.iter_chunked(CHUNK), upstream_response.status, release
-        )
-        response.raw_headers = [
+        raw_headers = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in strip_hop_by_hop(upstream_response.headers.items())
             if k.lower() not in _REPLACED_BY_SERVER
         ]
+        length = upstream_response.content_length
+        if length is not None and length <= CHUNK:
+            # A small body of known size is read whole: one send instead of a streaming
+            # response's disconnect-watching task group, which cost ~10% of a passthrough
+            return await _small_response(upstream_response, raw_headers, upstream.slots, proxy)
+
+        def release() -> None:
+            upstream_response.release()
+            upstream.slots.release()
+
+        response: Response = UpstreamStreamingResponse(
+            upstream_response.content.iter_chunked(CHUNK), upstream_response.status, release
+        )
+        response.raw_headers = raw_headers
         return response
 
     return handle
+
+
+async def _small_response(
+    upstream_response: aiohttp.ClientResponse,
+    raw_headers: list[tuple[bytes, bytes]],
+    slots: asyncio.Semaphore,
+    proxy: ProxySpec,
+) -> Response:
+    """The whole upstream body as one response; the connection and slot released after."""
+    try:
+        body = await upstream_response.read()
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return problem(504, f"{proxy.backend} did not answer in time")
+    except aiohttp.ClientError as exc:
+        return problem(502, f"{proxy.backend} broke off its answer: {exc}")
+    finally:
+        upstream_response.release()
+        slots.release()
+    response = Response(body, status_code=upstream_response.status)
+    # the upstream's headers as they are: Content-Length among them, already right
+    response.raw_headers = raw_headers
+    return response
