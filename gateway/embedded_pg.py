@@ -43,7 +43,9 @@ def bin_dir() -> Path:
     """
     found = importlib.util.find_spec("pgserver")
     if found is None or not found.submodule_search_locations:
-        raise EmbeddedPostgresError("the `pgserver` package is missing: pip install pgserver")
+        raise EmbeddedPostgresError(
+            "the `pgserver` package is missing: pip install 'fanout[demo]', or set DATABASE_URL"
+        )
     return Path(next(iter(found.submodule_search_locations))) / "pginstall" / "bin"
 
 
