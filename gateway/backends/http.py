@@ -112,6 +112,9 @@ def http_call(upstream: HttpUpstream) -> Call:
                     status = response.status
             except aiohttp.ClientConnectionError as exc:
                 raise UpstreamUnavailable(f"cannot reach {upstream.name}: {exc}") from exc
+            except aiohttp.ClientPayloadError as exc:
+                # the upstream died (or was cut off) in the middle of its body
+                raise UpstreamUnavailable(f"{upstream.name} broke off its answer: {exc}") from exc
             except aiohttp.ClientResponseError as exc:
                 raise UpstreamUnavailable(f"bad response from {upstream.name}: {exc}") from exc
         if not 200 <= status < 300:
