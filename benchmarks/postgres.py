@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +28,10 @@ import aiohttp
 import asyncpg
 import psutil
 
-from gateway.embedded_pg import database, free_port
+from gateway.embedded_pg import scratch_database
 from services.userdb import USER_COUNT
 from services.userdb import prepare as prepare_userdb
-from tests.processes import REPO, Running
+from tests.processes import Running, start_gateway
 
 SQL = "SELECT id, name, email, created_at FROM users WHERE id = $1"
 CONFIG = """
@@ -57,31 +53,6 @@ endpoints:
         sql: "SELECT id, name, email, created_at, balance FROM users ORDER BY id"
         result: stream
 """
-
-
-def start_on_port(config: Path, dsn: str) -> Running:
-    """The gateway on a port of its own, not on an inherited `--fd` socket.
-
-    uvicorn wraps an inherited fd as an AF_UNIX socket, so its connections never get
-    TCP_NODELAY and every keep-alive response waits ~40 ms for a delayed ACK (Nagle), which
-    would be all this benchmark measured. Binding by port, uvicorn sets up a TCP socket.
-    """
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config), "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "DATABASE_URL": dsn},
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Running("gateway", process, port)
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the gateway did not start") from None
-            time.sleep(0.05)  # waiting for a port to open, not synchronising a test
 
 
 def user_id(n: int) -> int:
@@ -187,15 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=10)
     args = parser.parse_args(argv)
 
-    base = Path(tempfile.mkdtemp(prefix="fanout-bench-pg-"))
-    base.chmod(0o755)  # as root, PostgreSQL runs as `nobody` and must reach its directory
     gateway: Running | None = None
     try:
-        with database(base / "pgdata", free_port(), fsync=False) as dsn:
+        with scratch_database("fanout-bench-pg-") as dsn, tempfile.TemporaryDirectory() as tmp:
             asyncio.run(prepare_userdb(dsn))
-            config = base / "gateway.yaml"
+            config = Path(tmp) / "gateway.yaml"
             config.write_text(CONFIG.format(pool=args.pool, sql=SQL))
-            gateway = start_on_port(config, dsn)
+            gateway = start_gateway(config, env={"DATABASE_URL": dsn})
             via_gateway, bare = asyncio.run(
                 throughput_ratio(gateway, dsn, args.pool, args.clients, args.seconds)
             )
@@ -208,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if gateway is not None:
             gateway.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
     mib = 1024 * 1024
     print(

@@ -14,19 +14,16 @@
 (5) breaker: a backend killed with SIGKILL under load: time until the breaker is open;
     restarted: time from its first answer until the endpoint is complete again (cooldown 5 s).
 
-Processes: catalog and reviews services, one gateway worker (on a port of its own: see
-`start_gateway_on_port`), and, in this process, the load generator and the fault-injecting
-proxies (tests/faultproxy.py) between the gateway and its backends; all on 127.0.0.1, every
-process stopped by PID at the end.
+Processes: catalog and reviews services, one gateway worker, and, in this process, the load
+generator and the fault-injecting proxies (tests/faultproxy.py) between the gateway and its
+backends; all on 127.0.0.1, every process stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +35,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.embedded_pg import free_port
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.processes import REPO, Running, start_service
+from tests.processes import Running, start_gateway, start_service
 
 RETRY = "attempts: 3, backoff: 50ms, max_backoff: 1s, on: [connect, timeout, 502, 503, 504]"
 BUDGET = "{" + RETRY + ", budget: 20%}"  # as the issue writes it (min_retries: 3, the default)
@@ -92,22 +88,6 @@ endpoints:
         query: {{product: "{{id}}"}}
         group: reviews
 """
-
-
-def start_gateway_on_port(config: Path) -> Running:
-    """The gateway bound by port, not on an inherited `--fd` socket.
-
-    uvicorn wraps an inherited fd as an AF_UNIX socket, so its connections never get
-    TCP_NODELAY and each response waits ~40 ms for a delayed ACK (Nagle): that would be most
-    of what the latency figures measured (benchmarks/postgres.py does the same).
-    """
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config), "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "GATEWAY_LOG_LEVEL": "error", "GATEWAY_DRAIN_SECONDS": "0"},
-    )
-    return Running("gateway", process, port)
 
 
 @dataclass
@@ -362,7 +342,9 @@ async def run(args: argparse.Namespace, catalog: Running, reviews: Running) -> l
                     reviews=killed.url,
                 )
             )
-            gateway = start_gateway_on_port(config)
+            gateway = start_gateway(
+                config, env={"GATEWAY_LOG_LEVEL": "error", "GATEWAY_DRAIN_SECONDS": "0"}
+            )
             connector = aiohttp.TCPConnector(limit=400)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
             bench = Bench(session, gateway.url)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -246,3 +248,19 @@ def database(data_dir: Path, port: int, *, fsync: bool = True) -> Iterator[str]:
         return
     with EmbeddedPostgres(data_dir, port, fsync=fsync) as server:
         yield server.dsn
+
+
+@contextmanager
+def scratch_database(prefix: str = "fanout-pg-") -> Iterator[str]:
+    """A throwaway database for tests, benchmarks and load tests: DATABASE_URL when it is set,
+    else an embedded server without fsync in a new temporary directory, deleted afterwards.
+    """
+    # under the system's temporary directory and world-searchable, not in a private one
+    # (pytest's is 0700): as root the server runs as `nobody`, who must reach it
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    try:
+        with database(base / "pgdata", free_port(), fsync=False) as dsn:
+            yield dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -32,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from gateway.embedded_pg import database, free_port
+from gateway.embedded_pg import scratch_database
 from services.userdb import prepare as prepare_userdb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,15 +125,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
 @contextmanager
 def seeded_database() -> Iterator[str]:
     """DATABASE_URL when set, else an embedded PostgreSQL in a temporary directory; seeded."""
-    # under /tmp and world-searchable: as root PostgreSQL runs as `nobody` (embedded_pg.py)
-    base = Path(tempfile.mkdtemp(prefix="fanout-loadtest-pg-"))
-    base.chmod(0o755)
-    try:
-        with database(base / "pgdata", free_port(), fsync=False) as dsn:
-            asyncio.run(prepare_userdb(dsn))
-            yield dsn
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_database("fanout-loadtest-pg-") as dsn:
+        asyncio.run(prepare_userdb(dsn))
+        yield dsn
 
 
 def _needs_database(spec: Mapping[str, Any]) -> bool:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway.embedded_pg import database, free_port
+from gateway.embedded_pg import scratch_database
 from services.userdb import prepare as prepare_userdb
 from tests.processes import Running, start, start_gateway, start_service
 
@@ -34,16 +32,9 @@ def reviews() -> Iterator[Running]:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A seeded PostgreSQL: DATABASE_URL when set (nothing started), else an embedded one."""
-    # under /tmp, not pytest's tmp_path: as root PostgreSQL runs as `nobody`, who must be
-    # able to reach the directory, and pytest's base directory is private (0700)
-    base = Path(tempfile.mkdtemp(prefix="fanout-test-pg-"))
-    base.chmod(0o755)
-    try:
-        with database(base / "pgdata", free_port(), fsync=False) as dsn:
-            asyncio.run(prepare_userdb(dsn))
-            yield dsn
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_database("fanout-test-pg-") as dsn:
+        asyncio.run(prepare_userdb(dsn))
+        yield dsn
 
 
 @pytest.fixture(scope="session")
