@@ -106,7 +106,7 @@ class Bench:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not start")
-            await asyncio.sleep(0.05)  # waiting for a port to open
+            await asyncio.sleep(0.05)  # polling readiness: the app is still starting
 
     async def get(self, path: str, **params: str) -> tuple[int, float, dict[str, str]]:
         started = time.perf_counter()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import yaml
 
 from gateway.embedded_pg import scratch_database
 from services.userdb import prepare as prepare_userdb
+from tests.processes import listening_socket
 
 REPO = Path(__file__).resolve().parent.parent
 # Backends of the routes file that this runner can start: name -> module under services/.
@@ -54,15 +54,6 @@ class Stack:
     backend_ports: dict[str, int]
     routes: Path
     database: str | None = None  # the DSN, when the routes needed one
-
-
-def listening_socket(backlog: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> None:
