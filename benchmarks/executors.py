@@ -29,7 +29,7 @@ import uvloop
 
 from gateway.backends.compute import ProcessPool, compute_call
 from gateway.backends.legacy import ThreadPool, legacy_call
-from gateway.loop_lag import measure_lag
+from gateway.observability.loop_lag import measure_lag
 from gateway.types import BackendRequest
 from services.pricing import bundle_offer
 

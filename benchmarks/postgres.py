@@ -28,7 +28,7 @@ import aiohttp
 import asyncpg
 import psutil
 
-from gateway.embedded_pg import scratch_database
+from gateway.devtools.embedded_pg import scratch_database
 from services.userdb import USER_COUNT
 from services.userdb import prepare as prepare_userdb
 from tests.processes import Running, start_gateway

@@ -14,10 +14,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway.configfile import load_spec
+from gateway import __version__
+from gateway.config.document import document_model
+from gateway.config.loader import load_spec
+from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from gateway.settings import Settings
-from gateway.spec import GatewaySpec
+
+MAX_PROBLEMS_SHOWN = 50
+"""Problems `gateway check` prints; a file with thousands says how many more it has."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,8 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.command(args)
         return result
     except ConfigError as exc:
-        for line in exc.problems:
+        for line in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(line, file=sys.stderr)
+        hidden = len(exc.problems) - MAX_PROBLEMS_SHOWN
+        if hidden > 0:
+            print(f"... and {hidden} more problems", file=sys.stderr)
         return 1
     except ValidationError as exc:  # settings from the environment
         for error in exc.errors(include_url=False):
@@ -42,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fanout {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve the gateway")
@@ -60,13 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(command=_schema)
 
     demo = commands.add_parser("demo", help="start the demo stack (services + gateway)")
-    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.add_argument(
+        "--port", type=int, help="gateway port (default 8080, or the base port when given)"
+    )
+    demo.add_argument(
+        "--base-port",
+        type=int,
+        help="the services listen on the 5 ports after it (default 8100: 8101-8105)",
+    )
     demo.set_defaults(command=_demo)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.serve import serve
+    from gateway.server.serve import serve
 
     overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
     spec = load_spec(args.config)  # before uvicorn: a bad file is one line, not a traceback
@@ -88,7 +103,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def schema_text() -> str:
     """The JSON Schema of the routes file, as committed in gateway/schema.json."""
-    schema = GatewaySpec.model_json_schema()
+    schema = document_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
@@ -99,7 +114,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.devtools.demo import run_demo
 
-    code: int = run_demo(args.port)
+    code: int = run_demo(args.port, args.base_port)
     return code

@@ -1,23 +1,29 @@
-"""The gateway's exception tree.
+"""The gateway's exception tree, all of it.
 
     GatewayError
-    ├── ConfigError            the config file is invalid (carries one line per problem)
-    ├── BadRequest             the client request cannot be planned (-> 400)
-    └── CallError              an expected failure of one backend call (-> an Outcome, not a 500)
-        ├── CallTimeout        the call's own timeout or the endpoint deadline passed
-        ├── UpstreamUnavailable connection refused/reset, DNS, pool closed
-        ├── BadStatus          the upstream answered a non-2xx status
-        ├── BadBody            the upstream body is not JSON, or lacks the `target` field
-        ├── Refused            not sent, to protect the backend or the gateway (-> 503)
-        │   ├── CircuitOpen    the backend's (or every host's) breaker is open
-        │   └── BulkheadFull   the backend's `concurrency` cap is reached
-        ├── TargetFailed       a legacy client or compute function raised
-        ├── NoRow              a `result: one` SQL call found no row (-> 404)
-        ├── BadArgument        the database refused a bind value, e.g. out of range (-> 400)
-        └── Skipped            a call this one `needs` failed, so it never ran
+    ├── ConfigError              the config file is invalid (carries one line per problem)
+    │   ├── TemplateSyntaxError  a template cannot be parsed
+    │   └── ImportPathError      a `module:attribute` does not name a usable object
+    ├── DevServerError           a dev-only server (the demo's PostgreSQL) failed to start/stop
+    ├── BadRequest               the client request cannot be served as sent (-> its `status`)
+    │   └── BodyTooLarge         the request body is over the endpoint's limit (-> 413)
+    └── CallError                an expected failure of one backend call (-> an Outcome, not a 500)
+        ├── CallTimeout          the call's own timeout or the endpoint deadline passed
+        ├── UpstreamUnavailable  connection refused/reset, DNS, pool closed
+        ├── BadStatus            the upstream answered a non-2xx status
+        ├── BadBody              the upstream body is not JSON, or lacks the field the call picks
+        ├── MissingValue         the call's request cannot be built: a value it needs is absent
+        ├── QueryFailed          the database refused the statement (an SQL error)
+        ├── Refused              not sent, to protect the backend or the gateway (-> 503)
+        │   ├── CircuitOpen      the backend's (or every host's) breaker is open
+        │   └── BulkheadFull     the backend's `concurrency` cap is reached
+        ├── FunctionFailed       a legacy client or compute function raised
+        ├── NoRow                a `result: one` SQL call found no row (-> 404)
+        ├── BadArgument          the database refused a bind value, e.g. out of range (-> 400)
+        └── Skipped              a call this one `needs` failed, so it never ran
 
-Lower-layer errors (aiohttp, asyncio) are translated into these at the backend boundary;
-anything else is a bug and propagates as a 500.
+Lower-layer errors (aiohttp, asyncpg, asyncio) are translated into these at the backend
+boundary; anything else is a bug and becomes a 500 (logged once, with the request id).
 """
 
 from __future__ import annotations
@@ -35,8 +41,34 @@ class ConfigError(GatewayError):
         self.problems = problems
 
 
+class TemplateSyntaxError(ConfigError):
+    """A template that cannot be parsed; the message says where and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class ImportPathError(ConfigError):
+    """An import path (`package.module:attribute`) that does not name a usable object."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class DevServerError(GatewayError):
+    """A server the dev tools run (the embedded PostgreSQL) could not be set up or stopped."""
+
+
 class BadRequest(GatewayError):
-    """The client request is malformed for this endpoint (e.g. a path parameter of `..`)."""
+    """The client request cannot be served as sent; answered with `status` (default 400)."""
+
+    status: int = 400
+
+
+class BodyTooLarge(BadRequest):
+    """The request body is larger than the endpoint's limit."""
+
+    status = 413
 
 
 class CallError(GatewayError):
@@ -63,7 +95,16 @@ class BadStatus(CallError):
 
 
 class BadBody(CallError):
-    """The upstream answered 2xx but the body is not usable JSON."""
+    """The upstream answered 2xx but the body is not usable JSON (or lacks the picked field)."""
+
+
+class MissingValue(CallError):
+    """A value the call's request needs is absent: a field of an earlier result, or a value
+    of the client request that the call cannot go without."""
+
+
+class QueryFailed(CallError):
+    """The database refused the statement (an SQL error that is not a bad bind value)."""
 
 
 class Refused(CallError):
@@ -78,7 +119,18 @@ class Refused(CallError):
         self.retry_after = retry_after
 
 
-class TargetFailed(CallError):
+class CircuitOpen(Refused):
+    """The circuit breaker of the backend (of every host of it) is open: failed without I/O.
+
+    `retry_after` is the time until the next probe may go (at least 1 s).
+    """
+
+
+class BulkheadFull(Refused):
+    """The backend already has `concurrency` calls in flight: failed at once, not queued."""
+
+
+class FunctionFailed(CallError):
     """A legacy client or compute function raised; the message names the exception."""
 
 
@@ -92,17 +144,6 @@ class BadArgument(CallError):
     """The database refused a client's bind value (e.g. out of the column's range) -> 400."""
 
     status = 400
-
-
-class CircuitOpen(Refused):
-    """The circuit breaker of the backend (of every host of it) is open: failed without I/O.
-
-    `retry_after` is the time until the next probe may go (at least 1 s).
-    """
-
-
-class BulkheadFull(Refused):
-    """The backend already has `concurrency` calls in flight: failed at once, not queued."""
 
 
 class Skipped(CallError):

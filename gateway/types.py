@@ -43,3 +43,5 @@ class BackendResponse:
 
 Call = Callable[[BackendRequest], Awaitable[BackendResponse]]
 Policy = Callable[[Call], Call]
+ReadinessCheck = Callable[[], Awaitable[dict[str, object]]]
+"""A readiness check of an open backend: returns details to report, raises for "not ready"."""

@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
 
-from gateway.embedded_pg import free_port
+from gateway.devtools.embedded_pg import free_port
 from loadtests import report
 from loadtests.figures import Limits, check, summarise
 from loadtests.profiles import PROFILES, Profile

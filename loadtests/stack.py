@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from gateway.embedded_pg import scratch_database
+from gateway.devtools.embedded_pg import scratch_database
 from services.userdb import prepare as prepare_userdb
 from tests.processes import listening_socket
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.embedded_pg import scratch_database
+from gateway.devtools.embedded_pg import scratch_database
 from services.userdb import prepare as prepare_userdb
 from tests.processes import Running, start, start_gateway, start_service
 

@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any
 
-from gateway.request_id import current_request_id
+from gateway.web.request_id import current_request_id
 
 
 def whoami() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from gateway.accept import BatchAccepter
+from gateway.server.accept import BatchAccepter
 
 PENDING = 50
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import schema_text
-from gateway.configfile import parse_spec
+from gateway.config.loader import parse_spec
+from gateway.config.values import parse_duration
 from gateway.errors import ConfigError
-from gateway.spec import parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = """
@@ -218,3 +218,86 @@ def test_readme_config_reference_is_a_valid_config(tmp_path: Path) -> None:
 def test_committed_schema_is_up_to_date() -> None:
     committed = (REPO / "gateway" / "schema.json").read_text()
     assert committed == schema_text(), "run `gateway schema > gateway/schema.json`"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("routes: []", "routes: unknown field (did you mean 'endpoints'?)"),
+        ("services: {}", "services: unknown field (did you mean 'backends'?)"),
+        (
+            "endpoints: [{path: /a, calls: [{backend: catalog, tiemout: 1s}]}]",
+            "endpoints[0].calls[0].tiemout: unknown field (did you mean 'timeout'?)",
+        ),
+        (
+            "endpoints: [{path: /a, calls: [{backend: catalog, targte: items}]}]",
+            "endpoints[0].calls[0].targte: unknown field (did you mean 'target'?)",
+        ),
+        (
+            'backends: {x: {kind: http, urll: "http://h"}}',
+            "backends.x.urll: unknown field (did you mean 'url'?)",
+        ),
+        (
+            "backends: {x: {kind: legacy, traget: 'services.pricing:bundle_offer'}}",
+            "backends.x.traget: unknown field (did you mean 'target'?)",
+        ),
+        ("zzzz: 1", "zzzz: unknown field"),
+    ],
+)
+def test_unknown_fields_suggest_the_nearest_valid_key(body: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_spec("version: 1\n" + body, "f.yaml")
+    lines = caught.value.problems
+    assert f"f.yaml: {expected}" in lines, lines
+    if "did you mean" not in expected:
+        assert not any("did you mean" in line for line in lines), lines
+
+
+def test_aliases_are_capped() -> None:
+    anchors = "x: &a {}\n" + "".join(f"y{i}: *a\n" for i in range(20_000))
+    with pytest.raises(ConfigError) as caught:
+        parse_spec(anchors, "aliases.yaml")
+    assert caught.value.problems == [
+        next(p for p in caught.value.problems if "more than 10000 aliases" in p)
+    ]
+
+
+def test_a_file_whose_aliases_expand_exponentially_is_refused_unexpanded() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 10)
+        levels.append(f"a{level}: &a{level} [{refs}]")
+    with pytest.raises(ConfigError) as caught:
+        parse_spec("\n".join(levels) + "\n", "laughs.yaml")
+    assert caught.value.problems == ["laughs.yaml: aliases expand the file past 2,000,000 values"]
+
+
+def test_a_huge_duration_is_refused_without_being_matched() -> None:
+    # `"1" + spaces + "x"` backtracked quadratically in the old pattern
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration("1" + " " * 10_000_000 + "x")
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration("1" + " " * 50 + "x")
+
+
+def test_check_output_is_capped(tmp_path: Path) -> None:
+    bad = tmp_path / "many.yaml"
+    calls = ", ".join("{backend: nope}" for _ in range(500))
+    bad.write_text("version: 1\nendpoints: [{path: /a, calls: [" + calls + "]}]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and len(lines) == 51
+    assert lines[-1].startswith("... and ") and lines[-1].endswith(" more problems")
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "fanout 0.1.0"

@@ -1,11 +1,14 @@
 """`gateway demo` end to end: it starts, answers the curl lines it prints, and Ctrl-C stops
-every process it started. The demo uses its documented fixed ports (8101, 8102, ...)."""
+every process it started. The test runs it on a free base port (`--base-port`), so a demo
+already running on the documented ports (8080, 8101-8105) is left alone."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,17 +18,35 @@ import httpx
 import psutil
 import pytest
 
-from gateway.demo import demo_data_dir
-from gateway.embedded_pg import unreachable_parent
+from gateway.devtools.demo import demo_data_dir, demo_pgdata
+from gateway.devtools.embedded_pg import unreachable_parent
 from tests.processes import REPO, listening_socket
+
+
+def free_base_port() -> int:
+    """A port N such that N..N+5 are all free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with listening_socket() as probe:
+            base = probe.getsockname()[1]
+        if base + 5 > 65535:
+            continue
+        taken = []
+        for port in range(base, base + 6):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    taken.append(port)
+        if not taken:
+            return base
+    raise AssertionError("no 6 free consecutive ports")
 
 
 @pytest.fixture
 def demo() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    with listening_socket() as probe:  # a free port for the gateway
-        port = probe.getsockname()[1]
+    base = free_base_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        [sys.executable, "-m", "gateway", "demo", "--base-port", str(base)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -41,6 +62,8 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
         process.kill()
         process.wait()
     process.stdout.close()
+    # this base port's own database directory (the default one is the user's demo data)
+    shutil.rmtree(demo_data_dir(demo_pgdata(base)), ignore_errors=True)
 
 
 def test_demo_answers_its_curl_lines_and_stops_everything(
@@ -85,3 +108,22 @@ def test_demo_database_lives_where_postgres_can_reach_it(tmp_path: Path) -> None
     # as a normal user the server runs as us and the checkout's own directory is kept
     assert (chosen != preferred) == (os.geteuid() == 0)
     assert demo_data_dir(preferred) == chosen  # the same checkout finds its data again
+
+
+def test_a_busy_database_port_is_one_line() -> None:
+    base = free_base_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 4))  # where the demo's PostgreSQL would listen
+        squatter.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "demo", "--base-port", str(base)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"demo: port {base + 4} (postgres) is already in use; choose other ports with --base-port N"
+    ]

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from gateway.engine.execute import Node, execute
 from gateway.errors import BadStatus, CallTimeout, Skipped
-from gateway.execute import Step, execute
 
 
-def returning(value: Any, log: list[str], name: str) -> Step:
+def returning(value: Any, log: list[str], name: str) -> Node:
     async def run(results: Mapping[str, Any]) -> Any:
         log.append(name)
         return value
 
-    return Step(name, (), 5.0, run)
+    return Node(name, (), 5.0, run)
 
 
 async def test_needs_run_after_their_dependencies_and_see_results() -> None:
@@ -41,9 +41,9 @@ async def test_needs_run_after_their_dependencies_and_see_results() -> None:
     loop = asyncio.get_running_loop()
     outcomes = await execute(
         [
-            Step("second", ("first",), 5, second),
-            Step("first", (), 5, first),
-            Step("opener", (), 5, opener),
+            Node("second", ("first",), 5, second),
+            Node("first", (), 5, first),
+            Node("opener", (), 5, opener),
         ],
         loop.time() + 5,
     )
@@ -61,7 +61,7 @@ async def test_failures_become_outcomes_and_dependants_are_skipped() -> None:
     log: list[str] = []
     loop = asyncio.get_running_loop()
     outcomes = await execute(
-        [Step("a", (), 5, failing), Step("b", ("a",), 5, dependant), returning(1, log, "c")],
+        [Node("a", (), 5, failing), Node("b", ("a",), 5, dependant), returning(1, log, "c")],
         loop.time() + 5,
     )
     assert isinstance(outcomes["a"].error, BadStatus)
@@ -78,7 +78,7 @@ async def test_step_timeout_and_deadline() -> None:
 
     loop = asyncio.get_running_loop()
     outcomes = await execute(
-        [Step("own", (), 0.05, hangs), Step("deadline", (), 60, hangs)], loop.time() + 0.1
+        [Node("own", (), 0.05, hangs), Node("deadline", (), 60, hangs)], loop.time() + 0.1
     )
     assert isinstance(outcomes["own"].error, CallTimeout)
     assert "timeout of 0.05s" in str(outcomes["own"].error)
@@ -101,5 +101,5 @@ async def test_a_bug_propagates_and_cancels_siblings() -> None:
 
     loop = asyncio.get_running_loop()
     with pytest.raises(ExceptionGroup):
-        await execute([Step("bug", (), 5, buggy), Step("sibling", (), 5, sibling)], loop.time() + 5)
+        await execute([Node("bug", (), 5, buggy), Node("sibling", (), 5, sibling)], loop.time() + 5)
     assert cancelled.is_set()

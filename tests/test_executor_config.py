@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.configfile import parse_spec
+from gateway.config.loader import parse_spec
 from gateway.errors import ConfigError
 
 BACKENDS = """
@@ -31,11 +31,13 @@ BAD = [
     ),
     (
         "endpoints: [{path: /a, calls: [{backend: pricing, path: /x, args: {id: '1'}}]}]",
-        "endpoints[0].calls[0].path: not used by a compute backend: pass values in `args`",
+        "endpoints[0].calls[0].path: not used by a compute backend ('pricing'): "
+        "only http backends' calls take `path`",
     ),
     (
         "endpoints: [{path: /a, calls: [{backend: catalog, args: {id: '1'}}]}]",
-        "endpoints[0].calls[0].args: `args` is for legacy and compute backends",
+        "endpoints[0].calls[0].args: not used by an http backend ('catalog'): "
+        "only legacy and compute backends' calls take `args`",
     ),
     (
         "endpoints: [{path: /a, calls: [{backend: catalog, method: FETCH}]}]",

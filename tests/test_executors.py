@@ -12,8 +12,8 @@ import pytest
 
 from gateway.backends.legacy import ThreadPool
 from gateway.errors import Refused
-from gateway.loop_lag import measure_lag
-from gateway.request_id import current_request_id
+from gateway.observability.loop_lag import measure_lag
+from gateway.web.request_id import current_request_id
 
 
 async def test_pool_admits_threads_plus_queue_and_refuses_the_rest_at_once() -> None:

@@ -1,4 +1,4 @@
-"""Merge rules as tables: target -> allow/deny -> rename -> group, config order wins."""
+"""Merge rules as tables: pick -> allow/deny -> rename -> group, config order wins."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from gateway.engine.merge import Shape, dotted, merge, pick_field, transform
 from gateway.errors import BadBody
-from gateway.merge import Shape, dotted, merge, take_target, transform
 
 PRODUCT = {"id": 1, "name": "Lamp", "price_cents": 900, "dims": {"w": 1, "h": 2}, "tags": ["a"]}
 
@@ -43,10 +43,10 @@ def test_transform(shape: Shape, value: Any, expected: Any) -> None:
 
 
 def test_target_takes_nested_field_or_fails() -> None:
-    assert take_target({"data": {"item": 5}}, dotted("data.item")) == 5
-    assert take_target([1], ()) == [1]
+    assert pick_field({"data": {"item": 5}}, dotted("data.item")) == 5
+    assert pick_field([1], ()) == [1]
     with pytest.raises(BadBody, match=r"no field 'data\.x'"):
-        take_target({"data": {}}, dotted("data.x"))
+        pick_field({"data": {}}, dotted("data.x"))
 
 
 def test_merge_follows_config_order_and_groups() -> None:

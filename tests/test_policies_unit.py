@@ -15,7 +15,11 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.backends import Backends
+from gateway.backends.http import HttpBackend
+from gateway.backends.legacy import LegacyBackend
+from gateway.backends.live import LiveBackend
+from gateway.backends.registry import traits_of
+from gateway.config.models import BackendSpec, BreakerSpec, CallSpec, HedgeSpec, RetrySpec
 from gateway.errors import (
     BadBody,
     BadStatus,
@@ -26,24 +30,15 @@ from gateway.errors import (
     Refused,
     UpstreamUnavailable,
 )
-from gateway.policies import Resilience
 from gateway.policies.breaker import Breaker, Permit, State, guarded, is_failure
 from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.chain import Resilience
 from gateway.policies.coalesce import Flights, coalesce, coalesce_key
 from gateway.policies.hedge import hedge
 from gateway.policies.metrics import PolicyMetrics
-from gateway.policies.resolve import resolve_policies
+from gateway.policies.resolve import CallPolicies, resolve_policies
 from gateway.policies.retry import RetryBudget, backoff_delay, retry, retryable
 from gateway.policies.timeout import timeout
-from gateway.spec import (
-    BreakerSpec,
-    CallSpec,
-    GatewaySpec,
-    HedgeSpec,
-    HttpBackend,
-    LegacyBackend,
-    RetrySpec,
-)
 from gateway.types import BackendRequest, BackendResponse, Call
 
 OK = BackendResponse(200, {"ok": True})
@@ -283,6 +278,17 @@ HTTP = HttpBackend(
 LEGACY = LegacyBackend(kind="legacy", target="tests.executor_targets:whoami", timeout=3)
 
 
+def policies_of(call: CallSpec, backend: BackendSpec) -> CallPolicies:
+    """What planning resolves for a call: its backend kind's traits, then the settings."""
+    traits = traits_of(backend, call)
+    return resolve_policies(
+        call,
+        timeout=backend.timeout,
+        idempotent_by_default=traits.idempotent_by_default,
+        resilience=traits.resilience,
+    )
+
+
 @pytest.mark.parametrize(
     ("call", "backend", "retry", "hedge", "coalesce", "idempotent"),
     [
@@ -317,15 +323,15 @@ def test_resolve_policies(
     coalesce: bool,
     idempotent: bool,
 ) -> None:
-    policies = resolve_policies(call, backend)
+    policies = policies_of(call, backend)
     assert (policies.retry is not None, policies.hedge is not None) == (retry, hedge)
     assert (policies.coalesce, policies.idempotent) == (coalesce, idempotent)
 
 
 def test_resolved_timeout_is_the_calls_else_the_backends() -> None:
-    assert resolve_policies(CallSpec(backend="x"), HTTP).timeout == 2
-    assert resolve_policies(CallSpec(backend="x", timeout=0.25), HTTP).timeout == 0.25
-    assert resolve_policies(CallSpec(backend="x", method="m"), LEGACY).timeout == 3
+    assert policies_of(CallSpec(backend="x"), HTTP).timeout == 2
+    assert policies_of(CallSpec(backend="x", timeout=0.25), HTTP).timeout == 0.25
+    assert policies_of(CallSpec(backend="x", method="m"), LEGACY).timeout == 3
 
 
 # --- coalesce_key: what makes two requests the same ----------------------------------------
@@ -662,11 +668,11 @@ class Wrapped:
 
     def __init__(self, backend: HttpBackend, fake: Fake, call: CallSpec | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.resilience = Resilience(PolicyMetrics(self.registry))
-        self.resilience.open(
-            GatewaySpec(version=1, backends={"b": backend}), Backends(calls={"b": fake})
+        live = LiveBackend(
+            name="b", kind="http", call=fake, hosts=(("b", fake),), resilience=backend
         )
-        policies = resolve_policies(call or CallSpec(backend="b"), backend)
+        self.resilience = Resilience({"b": live}, PolicyMetrics(self.registry))
+        policies = policies_of(call or CallSpec(backend="b"), backend)
         self.call = self.resilience.wrap("b", policies)
 
     def metric(self, name: str, **labels: str) -> float:

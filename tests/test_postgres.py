@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.embedded_pg import EmbeddedPostgres, free_port
+from gateway.devtools.embedded_pg import EmbeddedPostgres, free_port
 from services.userdb import prepare as prepare_userdb
 from tests.processes import Running, start_gateway
 

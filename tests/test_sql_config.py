@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from gateway.backends.postgres import is_read, rows_to_json
-from gateway.configfile import parse_spec
-from gateway.errors import BadRequest, ConfigError
-from gateway.sql_params import bind, convert
-from gateway.templates import MissingValue, RequestValues, parse_template
+from gateway.backends.sql import bind, convert
+from gateway.config.loader import parse_spec
+from gateway.engine.templates import parse_template
+from gateway.errors import BadRequest, ConfigError, MissingValue
 
 HEAD = """
 version: 1
@@ -25,7 +25,8 @@ backends:
 BAD = [
     (
         "{path: /a, calls: [{backend: web, sql: 'SELECT 1'}]}",
-        "endpoints[0].calls[0].sql: only a postgres backend's calls take `sql`",
+        "endpoints[0].calls[0].sql: not used by an http backend ('web'): "
+        "only postgres backends' calls take `sql`",
     ),
     (
         "{path: /a, calls: [{backend: db}]}",
@@ -169,7 +170,7 @@ def test_convert_refuses(type_name: str, text: Any) -> None:
 
 
 def test_bind_names_the_bad_client_value_and_fails_the_call_for_a_bad_result_value() -> None:
-    values = RequestValues({"id": "x"}, {}, {}, {"u": {"id": "y"}})
+    values = {"path": {"id": "x"}, "query": {}, "header": {}, "calls": {"u": {"id": "y"}}}
     with pytest.raises(BadRequest, match="parameter 'id' is not a valid int"):
         bind([parse_template("{id:int}")], values)
     with pytest.raises(MissingValue, match=r"calls\.u\.id: not a valid int"):

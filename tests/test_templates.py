@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.plan import encode_segment
-from gateway.templates import (
-    MissingValue,
-    Ref,
-    RequestValues,
-    TemplateSyntaxError,
-    parse_template,
-    render,
-)
+from gateway.engine.plan import encode_segment
+from gateway.engine.templates import Ref, parse_template, render_text, render_value
+from gateway.errors import MissingValue, TemplateSyntaxError
 
-VALUES = RequestValues(
-    path={"id": "a/b c"},
-    query={"lang": "pt"},
-    headers={"accept-language": "pt-PT"},
-    results={"product": {"author": {"id": 7}, "flag": True, "obj": {}}},
-)
+VALUES = {
+    "path": {"id": "a/b c"},
+    "query": {"lang": "pt"},
+    "header": {"accept-language": "pt-PT"},
+    "calls": {"product": {"author": {"id": 7}, "flag": True, "obj": {}}},
+}
 
 
 @pytest.mark.parametrize(
@@ -44,10 +38,12 @@ def test_parse_errors(text: str) -> None:
 
 
 def test_render_encodes_only_values() -> None:
-    rendered = render(parse_template("/p/{id}/{calls.product.author.id}"), VALUES, encode_segment)
+    rendered = render_text(
+        parse_template("/p/{id}/{calls.product.author.id}"), VALUES, encode_segment
+    )
     assert rendered == "/p/a%2Fb%20c/7"
-    assert render(parse_template("{calls.product.flag}"), VALUES, str) == "true"
-    assert render(parse_template("{{x}}-{query.lang}"), VALUES, str) == "{x}-pt"
+    assert render_text(parse_template("{calls.product.flag}"), VALUES, str) == "true"
+    assert render_text(parse_template("{{x}}-{query.lang}"), VALUES, str) == "{x}-pt"
 
 
 @pytest.mark.parametrize(
@@ -55,10 +51,63 @@ def test_render_encodes_only_values() -> None:
 )
 def test_missing_values(text: str) -> None:
     with pytest.raises(MissingValue):
-        render(parse_template(text), VALUES, str)
+        render_text(parse_template(text), VALUES, str)
 
 
 @pytest.mark.parametrize("value", ["..", ".", "../x", "x/..", "..\\x"])
 def test_segments_that_could_climb_are_refused(value: str) -> None:
     with pytest.raises(MissingValue):
         encode_segment(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{calls.order.total}", 12.5),  # a whole-string ref keeps its JSON type
+        ("{calls.order.items}", [{"sku": "a"}, {"sku": "b"}]),
+        ("{calls.order.paid}", False),
+        ("{calls.order.note}", None),
+        (
+            "{calls.order}",
+            {"total": 12.5, "items": [{"sku": "a"}, {"sku": "b"}], "paid": False, "note": None},
+        ),
+        ("total {calls.order.total} EUR", "total 12.5 EUR"),  # text mixed with refs is text
+        ("{id}", "a/b c"),
+        ("plain", "plain"),
+    ],
+)
+def test_render_value_keeps_json_types(text: str, expected: object) -> None:
+    sources = {
+        **VALUES,
+        "calls": {
+            "order": {
+                "total": 12.5,
+                "items": [{"sku": "a"}, {"sku": "b"}],
+                "paid": False,
+                "note": None,
+            }
+        },
+    }
+    assert render_value(parse_template(text), sources) == expected
+
+
+def test_text_cannot_hold_a_list() -> None:
+    sources = {**VALUES, "calls": {"order": {"items": [1, 2]}}}
+    with pytest.raises(MissingValue, match="not a scalar"):
+        render_value(parse_template("items: {calls.order.items}"), sources)
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [
+        ("{client.ip}", Ref("client", "ip")),
+        ("{calls.a.b.c.d}", Ref("calls", "a", ("b", "c", "d"))),
+    ],
+)
+def test_every_source_reads_through_one_lookup(text: str, ref: Ref) -> None:
+    assert parse_template(text).single_ref == ref
+
+
+def test_an_unknown_source_names_the_ones_there_are() -> None:
+    with pytest.raises(TemplateSyntaxError, match=r"use \{param\}, \{query\.x\}"):
+        parse_template("{bdy.x}")

@@ -18,16 +18,33 @@ import multiprocessing
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field
 
-from gateway.backends.pools import PoolStats
-from gateway.compute_worker import run_target, warm
-from gateway.errors import UpstreamUnavailable
+from gateway.backends.compute_worker import run_function, warm
+from gateway.backends.imports import picklable_function, resolve_import
+from gateway.backends.legacy import check_args, text_arguments
+from gateway.backends.live import LiveBackend, OpenContext
+from gateway.backends.pools import PoolStats, export_pool
+from gateway.config.models import BackendSpec, CallSpec, Problem
+from gateway.config.refs import RefScope
+from gateway.config.values import ImportPath
+from gateway.engine.plan import CallTraits
+from gateway.errors import ImportPathError, UpstreamUnavailable
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.compute")
+
+
+class ComputeBackend(BackendSpec):
+    """A CPU-bound, picklable function run on the shared process pool."""
+
+    kind: Literal["compute"]
+    import_path: ImportPath = Field(
+        alias="target", description="A module-level function, called with `args`."
+    )
 
 
 class ProcessPool:
@@ -55,24 +72,24 @@ class ProcessPool:
             log.warning("a compute worker died; the process pool was replaced")
 
     async def warm(self, paths: tuple[str, ...]) -> None:
-        """Start the workers and import the targets, so the first calls do not pay for it."""
+        """Start the workers and import the functions, so the first calls do not pay for it."""
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(loop.run_in_executor(self.executor, warm, paths) for _ in range(self.workers))
         )
 
     async def run(self, path: str, args: Mapping[str, Any]) -> bytes:
-        """`run_target(path, args)` in a worker; `Refused` when the pool is full."""
+        """`run_function(path, args)` in a worker; `Refused` when the pool is full."""
         self.stats.admit()
         executor = self.executor
         try:
             try:
-                future = executor.submit(run_target, path, dict(args))
+                future = executor.submit(run_function, path, dict(args))
             except BrokenProcessPool:
                 # broken before this call was sent: it never ran, so it may go to the new pool
                 self._replace(executor)
                 executor = self.executor
-                future = executor.submit(run_target, path, dict(args))
+                future = executor.submit(run_function, path, dict(args))
         except (RuntimeError, BrokenProcessPool):  # shut down (the app is exiting) or broken
             self.stats.release()
             raise UpstreamUnavailable("the compute pool is not accepting calls") from None
@@ -97,3 +114,54 @@ def compute_call(path: str, pool: ProcessPool) -> Call:
         return BackendResponse(200, orjson.loads(data))
 
     return call
+
+
+class ComputeKind:
+    """`kind: compute` (see gateway/backends/registry.py)."""
+
+    name = "compute"
+    spec = ComputeBackend
+    passthrough = False
+    call_fields = frozenset({"method", "args"})
+
+    def check(self, name: str, spec: ComputeBackend) -> list[Problem]:
+        where = f"backends.{name}.target"
+        try:
+            function = resolve_import(spec.import_path)
+        except ImportPathError as exc:
+            return [(where, str(exc))]
+        if not picklable_function(function):
+            return [(where, "must be a module-level function (workers import it by name)")]
+        return []
+
+    def check_call(
+        self, spec: ComputeBackend, call: CallSpec, where: str, scope: RefScope
+    ) -> list[Problem]:
+        problems = check_args(call, where, scope)
+        if "method" in call.model_fields_set:
+            problems.append((f"{where}.method", f"{spec.import_path!r} is a function: no `method`"))
+        return problems
+
+    def traits(self, spec: ComputeBackend, call: CallSpec) -> CallTraits:
+        return CallTraits(method=call.method, arguments=text_arguments(call))
+
+    async def open(
+        self, specs: Mapping[str, ComputeBackend], context: OpenContext
+    ) -> dict[str, LiveBackend]:
+        """One process pool for every compute backend (processes are per machine), sized
+        by the settings, its workers started and the functions imported now."""
+        settings = context.settings
+        processes = ProcessPool(
+            settings.compute_workers, settings.compute_queue, settings.retry_after_seconds
+        )
+        context.stack.push_async_callback(processes.aclose)
+        await processes.warm(tuple(sorted({b.import_path for b in specs.values()})))
+        export_pool(context, "compute", processes.stats)
+        live: dict[str, LiveBackend] = {}
+        for name, spec in specs.items():
+            call = compute_call(spec.import_path, processes)
+            live[name] = LiveBackend(name=name, kind=self.name, call=call, hosts=((name, call),))
+        return live
+
+
+KIND = ComputeKind()

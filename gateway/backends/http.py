@@ -7,6 +7,8 @@ pool degrades past ~1,000 requests in flight, encode/httpx#3215).
 Each backend gets an `HttpUpstream`: its base URLs in round-robin and a semaphore that caps its
 calls in flight (`max_connections`). Since a connection is only opened when no idle one is
 free, the cap also bounds the backend's sockets; excess calls wait, bounded by their timeout.
+This is the only kind whose backends carry resilience settings of their own and serve
+passthrough (`proxy:`) endpoints.
 """
 
 from __future__ import annotations
@@ -14,18 +16,49 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 import orjson
+from pydantic import Field, model_validator
 from yarl import URL
 
+from gateway.backends.live import LiveBackend, OpenContext
+from gateway.config.models import BackendSpec, CallSpec, Problem, ResilienceSpec
+from gateway.config.refs import RefScope
+from gateway.config.values import HTTP_METHODS, BaseUrl
+from gateway.engine.plan import CallTraits
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
-from gateway.spec import HttpBackend
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.http")
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Calls with these methods are idempotent unless they say otherwise (RFC 9110 9.2.2)."""
+
+
+class HttpBackend(ResilienceSpec, BackendSpec):
+    """An HTTP upstream: one base URL, or several used round-robin."""
+
+    kind: Literal["http"]
+    url: BaseUrl | None = None
+    urls: list[BaseUrl] | None = Field(default=None, min_length=1)
+    max_connections: int = Field(
+        default=100, ge=1, description="Calls in flight to this backend; excess calls wait."
+    )
+
+    @model_validator(mode="after")
+    def _one_of_url_or_urls(self) -> HttpBackend:
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give exactly one of `url` or `urls`")
+        return self
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [self.url] if self.url is not None else list(self.urls or [])
 
 
 def open_session(total_connections: int) -> aiohttp.ClientSession:
@@ -127,3 +160,71 @@ def http_call(upstream: HttpUpstream) -> Call:
             ) from None
 
     return call
+
+
+class HttpKind:
+    """`kind: http` (see gateway/backends/registry.py)."""
+
+    name = "http"
+    spec = HttpBackend
+    passthrough = True
+    call_fields = frozenset({"path", "query", "headers", "method"})
+
+    def check(self, name: str, spec: HttpBackend) -> list[Problem]:
+        return []
+
+    def check_call(
+        self, spec: HttpBackend, call: CallSpec, where: str, scope: RefScope
+    ) -> list[Problem]:
+        if call.method.upper() not in HTTP_METHODS:
+            expected = ", ".join(f"'{m}'" for m in HTTP_METHODS[:-1])
+            return [(f"{where}.method", f"Input should be {expected} or '{HTTP_METHODS[-1]}'")]
+        return []
+
+    def traits(self, spec: HttpBackend, call: CallSpec) -> CallTraits:
+        method = call.method.upper()  # case-insensitive in the file
+        return CallTraits(
+            method=method, idempotent_by_default=method in SAFE_METHODS, resilience=spec
+        )
+
+    async def open(
+        self, specs: Mapping[str, HttpBackend], context: OpenContext
+    ) -> dict[str, LiveBackend]:
+        session = open_session(sum(b.max_connections for b in specs.values()))
+        context.stack.push_async_callback(close_session, session)
+        live: dict[str, LiveBackend] = {}
+        for name, spec in specs.items():
+            upstream = HttpUpstream.from_spec(name, spec, session)
+            live[name] = LiveBackend(
+                name=name,
+                kind=self.name,
+                call=http_call(upstream),
+                hosts=_host_calls(upstream),
+                passthrough=upstream,
+                resilience=spec,
+            )
+        return live
+
+
+def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
+    """One Call per base URL, sharing the backend's cap on calls in flight."""
+    if len(upstream.base_urls) == 1:
+        return ((upstream.base_urls[0], http_call(upstream)),)
+    return tuple(
+        (
+            url,
+            http_call(
+                HttpUpstream(
+                    name=upstream.name,
+                    session=upstream.session,
+                    base_urls=(url,),
+                    slots=upstream.slots,
+                    capacity=upstream.capacity,
+                )
+            ),
+        )
+        for url in upstream.base_urls
+    )
+
+
+KIND = HttpKind()

@@ -12,7 +12,7 @@ in a copy of the caller's context, so `current_request_id` is visible to the cli
 The client's result is encoded to JSON in the thread, so an unusable result fails that call
 (BadBody) and the loop only decodes bytes. Whatever the client raises is that backend's failure,
 never the gateway's: OSError (refused, reset, socket timeout) -> UpstreamUnavailable, anything
-else -> TargetFailed.
+else -> FunctionFailed.
 """
 
 from __future__ import annotations
@@ -23,17 +23,41 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
+from pydantic import Field
 
-from gateway.backends.pools import PoolStats
-from gateway.errors import BadBody, TargetFailed, UpstreamUnavailable
-from gateway.spec import LegacyBackend
-from gateway.targets import is_class, resolve
+from gateway.backends.imports import has_method, is_class, resolve_import
+from gateway.backends.live import LiveBackend, OpenContext
+from gateway.backends.pools import PoolStats, export_pool
+from gateway.config.models import BackendSpec, CallSpec, Problem
+from gateway.config.refs import RefScope, check_template
+from gateway.config.values import ImportPath
+from gateway.engine.plan import CallTraits, TextArguments
+from gateway.engine.templates import parse_template
+from gateway.errors import BadBody, FunctionFailed, ImportPathError, UpstreamUnavailable
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.legacy")
+
+
+class LegacyBackend(BackendSpec):
+    """A blocking Python client run in a bounded thread pool of its own."""
+
+    kind: Literal["legacy"]
+    import_path: ImportPath = Field(
+        alias="target",
+        description="A class (built once with `options` as keyword arguments; calls name a "
+        "`method`) or a function (called with `options` and the call's `args`).",
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+    threads: int = Field(default=8, ge=1, le=1024, description="Threads of this backend's pool.")
+    queue: int = Field(
+        default=0, ge=0, description="Calls waiting for a thread; beyond it calls get 503."
+    )
+
+
 T = TypeVar("T")
 Invoke = Callable[[str, Mapping[str, Any]], Any]
 """(method name, keyword arguments) -> the client's result."""
@@ -92,12 +116,13 @@ class ThreadPool:
 
 
 async def open_legacy(name: str, spec: LegacyBackend, pool: ThreadPool) -> Invoke:
-    """Resolve the target; a class is built once, on a pool thread (its __init__ may block)."""
-    target = resolve(spec.target)
+    """Resolve the import path; a class is built once, on a pool thread (its __init__ may
+    block), a function is called with `options` and the call's args."""
+    found = resolve_import(spec.import_path)
     options = dict(spec.options)
-    if is_class(target):
+    if is_class(found):
         loop = asyncio.get_running_loop()
-        client = await loop.run_in_executor(pool.executor, lambda: target(**options))
+        client = await loop.run_in_executor(pool.executor, lambda: found(**options))
 
         def invoke_method(method: str, args: Mapping[str, Any]) -> Any:
             return getattr(client, method)(**args)
@@ -105,7 +130,7 @@ async def open_legacy(name: str, spec: LegacyBackend, pool: ThreadPool) -> Invok
         return invoke_method
 
     def invoke_function(method: str, args: Mapping[str, Any]) -> Any:
-        return target(**options, **args)
+        return found(**options, **args)
 
     return invoke_function
 
@@ -119,7 +144,7 @@ def legacy_call(name: str, pool: ThreadPool, invoke: Invoke) -> Call:
         except OSError as exc:
             raise UpstreamUnavailable(f"{name}: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # the client's own failure is this backend's failed call
-            raise TargetFailed(f"{name}: {type(exc).__name__}: {exc}") from None
+            raise FunctionFailed(f"{name}: {type(exc).__name__}: {exc}") from None
         try:
             return orjson.dumps(result)
         except TypeError as exc:
@@ -130,3 +155,74 @@ def legacy_call(name: str, pool: ThreadPool, invoke: Invoke) -> Call:
         return BackendResponse(200, orjson.loads(data))
 
     return call
+
+
+def check_args(call: CallSpec, where: str, scope: RefScope) -> list[Problem]:
+    """The templates of a call's `args` (legacy and compute calls)."""
+    problems: list[Problem] = []
+    for key, text in call.args.items():
+        problems += check_template(text, scope, f"{where}.args.{key}")[1]
+    return problems
+
+
+def text_arguments(call: CallSpec) -> TextArguments:
+    """A legacy or compute call's `args`, rendered as text."""
+    return TextArguments(tuple((k, parse_template(v)) for k, v in call.args.items()))
+
+
+class LegacyKind:
+    """`kind: legacy` (see gateway/backends/registry.py)."""
+
+    name = "legacy"
+    spec = LegacyBackend
+    passthrough = False
+    call_fields = frozenset({"method", "args"})
+
+    def check(self, name: str, spec: LegacyBackend) -> list[Problem]:
+        try:
+            resolve_import(spec.import_path)
+        except ImportPathError as exc:
+            return [(f"backends.{name}.target", str(exc))]
+        return []
+
+    def check_call(
+        self, spec: LegacyBackend, call: CallSpec, where: str, scope: RefScope
+    ) -> list[Problem]:
+        problems = check_args(call, where, scope)
+        try:
+            found = resolve_import(spec.import_path)
+        except ImportPathError:
+            return problems  # reported once, at the backend
+        given = call.model_fields_set
+        if is_class(found):
+            if "method" not in given:
+                problems.append((where, f"name the {found.__name__} method to call in `method`"))
+            elif not has_method(found, call.method):
+                problems.append(
+                    (f"{where}.method", f"{found.__name__} has no method {call.method!r}")
+                )
+        elif "method" in given:
+            problems.append((f"{where}.method", f"{spec.import_path!r} is a function: no `method`"))
+        return problems
+
+    def traits(self, spec: LegacyBackend, call: CallSpec) -> CallTraits:
+        # a legacy method is a Python name, kept as it is
+        return CallTraits(method=call.method, arguments=text_arguments(call))
+
+    async def open(
+        self, specs: Mapping[str, LegacyBackend], context: OpenContext
+    ) -> dict[str, LiveBackend]:
+        """A thread pool of its own per backend, all threads started now."""
+        live: dict[str, LiveBackend] = {}
+        retry_after = context.settings.retry_after_seconds
+        for name, spec in specs.items():
+            threads = ThreadPool(name, spec.threads, spec.queue, retry_after)
+            context.stack.callback(threads.shutdown)
+            await threads.prestart()
+            call = legacy_call(name, threads, await open_legacy(name, spec, threads))
+            export_pool(context, f"legacy:{name}", threads.stats)
+            live[name] = LiveBackend(name=name, kind=self.name, call=call, hosts=((name, call),))
+        return live
+
+
+KIND = LegacyKind()

@@ -6,14 +6,20 @@ So each pool admits at most `workers + queue` calls and refuses the next one at 
 caller stopped waiting: a hung legacy system can take its own pool, never more.
 
 Counters change on the event loop (admission) and on worker or executor-manager threads
-(completion), hence the lock.
+(completion), hence the lock. `/metrics` reads every pool of an app through one
+`ExecutorPoolCollector`, at scrape time.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.backends.live import OpenContext
 from gateway.errors import Refused
 
 
@@ -83,3 +89,47 @@ class PoolStats:
     def stop(self) -> None:
         with self._lock:
             self.running -= 1
+
+
+class ExecutorPoolCollector(Collector):
+    """Busy workers, queued calls, refusals and replacements of every pool of one app."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, PoolStats] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["pool", "kind"]
+        workers = GaugeMetricFamily("gateway_pool_workers", "Workers of the pool.", labels=labels)
+        busy = GaugeMetricFamily(
+            "gateway_pool_busy_workers",
+            "Workers running a call, including calls whose caller timed out.",
+            labels=labels,
+        )
+        queued = GaugeMetricFamily(
+            "gateway_pool_queued_calls", "Calls admitted and waiting for a worker.", labels=labels
+        )
+        refused = CounterMetricFamily(
+            "gateway_pool_refused_calls",
+            "Calls refused at once (503) because workers and queue were full.",
+            labels=labels,
+        )
+        replaced = CounterMetricFamily(
+            "gateway_pool_replaced", "Broken pools replaced (a worker died).", labels=labels
+        )
+        for stats in list(self.pools.values()):
+            values = [stats.name, "threads" if stats.tracks_running else "processes"]
+            workers.add_metric(values, stats.workers)
+            busy.add_metric(values, stats.busy)
+            queued.add_metric(values, stats.queued)
+            refused.add_metric(values, stats.refused)
+            replaced.add_metric(values, stats.replaced)
+        yield from (workers, busy, queued, refused, replaced)
+
+
+def export_pool(context: OpenContext, key: str, stats: PoolStats) -> None:
+    """Add a pool to the app's one `ExecutorPoolCollector` (registered with the first pool)."""
+    collector = context.shared.get("executor-pools")
+    if not isinstance(collector, ExecutorPoolCollector):
+        collector = context.shared["executor-pools"] = ExecutorPoolCollector()
+        context.registry.register(collector)
+    collector.pools[key] = stats

@@ -12,6 +12,9 @@ Pool rules:
   not a burst of errors. Statements that may write are not retried: they may have run;
 * streams read through a server-side cursor inside a read-only transaction, one batch at a
   time, so memory follows the batch size, not the table.
+
+The kind registers its pools' metrics (`DatabasePoolCollector`) and one readiness check per
+backend; the checks and bind parameters of its calls are in gateway/backends/sql.py.
 """
 
 from __future__ import annotations
@@ -20,22 +23,73 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
+from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BeforeValidator, Field, model_validator
 
-from gateway.errors import BadArgument, BadStatus, NoRow, Refused, UpstreamUnavailable
-from gateway.spec import PostgresBackend
-from gateway.types import JSON, BackendRequest, BackendResponse, Call
+from gateway.backends.live import LiveBackend, OpenContext, Stream
+from gateway.backends.sql import check_sql_call, sql_arguments
+from gateway.config.models import BackendSpec, CallSpec, Model, Problem
+from gateway.config.refs import RefScope
+from gateway.config.values import Duration
+from gateway.engine.plan import CallTraits
+from gateway.errors import BadArgument, NoRow, QueryFailed, Refused, UpstreamUnavailable
+from gateway.types import JSON, BackendRequest, BackendResponse, Call, ReadinessCheck
 
 log = logging.getLogger("gateway.postgres")
+
+
+class PoolSpec(Model):
+    """Connection pool limits of a postgres backend."""
+
+    min: int = Field(default=2, ge=0, description="Connections opened at start-up and kept.")
+    max: int = Field(default=20, ge=1, description="Most connections open at once.")
+    acquire_timeout: Duration = Field(
+        default=1.0, description="Wait at most this long for a free connection, then 503."
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> PoolSpec:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be larger than max ({self.max})")
+        return self
+
+
+def _check_dsn(dsn: str) -> str:
+    if dsn.strip() == "${DATABASE_URL}":
+        return dsn.strip()
+    if "${" in dsn:
+        raise ValueError("only a dsn of exactly ${DATABASE_URL} is expanded from the environment")
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise ValueError("a dsn is a postgresql:// URL or ${DATABASE_URL}")
+    return dsn
+
+
+Dsn = Annotated[str, BeforeValidator(lambda v: _check_dsn(v) if isinstance(v, str) else v)]
+
+
+class PostgresBackend(BackendSpec):
+    """A PostgreSQL database through one asyncpg pool; its calls run SQL from this file."""
+
+    kind: Literal["postgres"]
+    dsn: Dsn = Field(
+        description="postgresql:// URL, or ${DATABASE_URL} (unset: the embedded demo database)."
+    )
+    pool: PoolSpec = Field(default_factory=PoolSpec)
+    statement_cache_size: int = Field(
+        default=100, ge=0, description="Prepared statements cached per connection; 0 for pgbouncer."
+    )
+
 
 STREAM_BATCH_ROWS = 500
 """Rows fetched from a streaming cursor at a time: one network round trip and one chunk."""
@@ -188,15 +242,15 @@ async def _fetch(
         raise _translate("database", exc) from exc
 
 
-def _translate(name: str, exc: asyncpg.PostgresError) -> BadArgument | BadStatus:
+def _translate(name: str, exc: asyncpg.PostgresError) -> BadArgument | QueryFailed:
     if isinstance(exc, asyncpg.DataError):
         # the client's value converted (an int) but the column refused it (int4 overflow)
         return BadArgument(f"a parameter was refused: {exc}")
-    return BadStatus(f"{name} error {exc.sqlstate}: {exc}", status=None)
+    return QueryFailed(f"{name} error {exc.sqlstate}: {exc}")
 
 
 def postgres_call(backend: PostgresPool) -> Call:
-    """A `Call` running the statement in `request.args` (see `SqlPlan.args`)."""
+    """A `Call` running the statement in `request.args` (see `SqlArguments.render`)."""
 
     async def call(request: BackendRequest) -> BackendResponse:
         args = request.args
@@ -251,13 +305,119 @@ async def close_pool(backend: PostgresPool, grace: float = 5.0) -> None:
         log.info("%s: database pool closed", backend.name)
 
 
-async def open_postgres(
-    specs: Mapping[str, PostgresBackend], stack: AsyncExitStack, database_url: str
-) -> dict[str, PostgresPool]:
-    """Open a pool per backend (`${DATABASE_URL}` -> `database_url`); `stack` closes them."""
-    pools: dict[str, PostgresPool] = {}
-    for name, spec in specs.items():
-        dsn = database_url if spec.dsn == "${DATABASE_URL}" else spec.dsn
-        pools[name] = await open_pool(name, spec, dsn)
-        stack.push_async_callback(close_pool, pools[name])
-    return pools
+def postgres_stream(backend: PostgresPool) -> Stream:
+    """The streaming form of a call: NDJSON chunks of the rows of `request.args`."""
+
+    def stream(request: BackendRequest) -> AsyncGenerator[bytes, None]:
+        return backend.stream(request.args["sql"], request.args["params"])
+
+    return stream
+
+
+class DatabasePoolCollector(Collector):
+    """Size, use and wait time of every postgres pool of one app, labelled by backend."""
+
+    def __init__(self, pools: Mapping[str, PostgresPool]) -> None:
+        self.pools = pools
+
+    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
+        labels = ["backend"]
+        size = GaugeMetricFamily(
+            "gateway_db_pool_connections", "Open connections of the pool.", labels=labels
+        )
+        in_use = GaugeMetricFamily(
+            "gateway_db_pool_in_use", "Connections lent to calls right now.", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            "gateway_db_pool_max", "Most connections the pool may open.", labels=labels
+        )
+        waiting = GaugeMetricFamily(
+            "gateway_db_pool_waiting", "Calls waiting for a connection right now.", labels=labels
+        )
+        wait = SummaryMetricFamily(
+            "gateway_db_pool_wait_seconds", "Time calls waited for a connection.", labels=labels
+        )
+        for name, backend in self.pools.items():
+            pool = backend.pool
+            size.add_metric([name], pool.get_size())
+            in_use.add_metric([name], pool.get_size() - pool.get_idle_size())
+            limit.add_metric([name], pool.get_max_size())
+            waiting.add_metric([name], backend.waiting)
+            wait.add_metric([name], backend.waits, backend.wait_seconds)
+        yield from (size, in_use, limit, waiting, wait)
+
+
+READINESS_PROBE_SECONDS = 1.0
+
+
+def readiness(backend: PostgresPool) -> ReadinessCheck:
+    """Ready when a connection answers `SELECT 1`; a saturated pool is reported, not failed."""
+
+    async def check() -> dict[str, object]:
+        pool = backend.pool
+        report: dict[str, object] = {
+            "size": pool.get_size(),
+            "in_use": pool.get_size() - pool.get_idle_size(),
+            "max": pool.get_max_size(),
+        }
+        try:
+            connection = await pool.acquire(timeout=READINESS_PROBE_SECONDS)
+        except TimeoutError:
+            # every connection is busy: the database answers, we are saturated, not broken
+            return {**report, "saturated": True}
+        try:
+            await connection.fetchval("SELECT 1", timeout=READINESS_PROBE_SECONDS)
+        finally:
+            await pool.release(connection)
+        return report
+
+    return check
+
+
+class PostgresKind:
+    """`kind: postgres` (see gateway/backends/registry.py)."""
+
+    name = "postgres"
+    spec = PostgresBackend
+    passthrough = False
+    # `method` is accepted and ignored, as it always was: the statement says what runs
+    call_fields = frozenset({"sql", "params", "result", "method"})
+
+    def check(self, name: str, spec: PostgresBackend) -> list[Problem]:
+        return []
+
+    def check_call(
+        self, spec: PostgresBackend, call: CallSpec, where: str, scope: RefScope
+    ) -> list[Problem]:
+        return check_sql_call(call, where, scope)
+
+    def traits(self, spec: PostgresBackend, call: CallSpec) -> CallTraits:
+        return CallTraits(
+            method=call.method, arguments=sql_arguments(call), streams=call.result == "stream"
+        )
+
+    async def open(
+        self, specs: Mapping[str, PostgresBackend], context: OpenContext
+    ) -> dict[str, LiveBackend]:
+        """A pool per backend (`${DATABASE_URL}` -> the setting); the stack closes them."""
+        pools: dict[str, PostgresPool] = {}
+        for name, spec in specs.items():
+            dsn = context.settings.database_url if spec.dsn == "${DATABASE_URL}" else spec.dsn
+            pools[name] = await open_pool(name, spec, dsn)
+            context.stack.push_async_callback(close_pool, pools[name])
+        context.registry.register(DatabasePoolCollector(pools))
+        live: dict[str, LiveBackend] = {}
+        for name, pool in pools.items():
+            call = postgres_call(pool)
+            live[name] = LiveBackend(
+                name=name,
+                kind=self.name,
+                call=call,
+                hosts=((name, call),),
+                stream=postgres_stream(pool),
+                readiness=readiness(pool),
+            )
+        return live
+
+
+KIND = PostgresKind()

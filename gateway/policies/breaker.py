@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.config.models import BreakerSpec
 from gateway.errors import BadStatus, CallError, CallTimeout, CircuitOpen, UpstreamUnavailable
-from gateway.spec import BreakerSpec
 from gateway.types import BackendRequest, BackendResponse, Call
 
 State = Literal["closed", "open", "half_open"]

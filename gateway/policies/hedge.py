@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from gateway.config.models import HedgeSpec
 from gateway.errors import CallError
-from gateway.spec import HedgeSpec
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.spec import Backend, CallSpec, HedgeSpec, ResilienceSpec, RetrySpec
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+from gateway.config.models import CallSpec, HedgeSpec, ResilienceSpec, RetrySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,24 +18,24 @@ class CallPolicies:
     coalesce: bool = False
 
 
-def resolve_policies(call: CallSpec, backend: Backend) -> CallPolicies:
-    """The call's own settings win over its backend's; a non-idempotent call is never repeated.
+def resolve_policies(
+    call: CallSpec, *, timeout: float, idempotent_by_default: bool, resilience: ResilienceSpec
+) -> CallPolicies:
+    """The call's own settings win over its backend's (`timeout`, `resilience`); a call that
+    is not idempotent is never repeated.
 
-    Idempotent by default means an http GET, HEAD or OPTIONS; any other call (a POST, a SQL
-    statement, a legacy client method) is repeated only when marked `idempotent: true`.
+    Whether a call is idempotent unless it says so is its backend kind's answer (for http: a
+    GET, HEAD or OPTIONS); any other call (a POST, a SQL statement, a legacy client method)
+    is repeated only when marked `idempotent: true`.
     """
-    defaults = backend if isinstance(backend, ResilienceSpec) else ResilienceSpec()
-    idempotent = (
-        call.idempotent
-        if call.idempotent is not None
-        else backend.kind == "http" and call.method.upper() in SAFE_METHODS
-    )
-    retry = call.retry or defaults.retry
-    hedge = call.hedge or defaults.hedge
+    idempotent = call.idempotent if call.idempotent is not None else idempotent_by_default
+    retry = call.retry or resilience.retry
+    hedge = call.hedge or resilience.hedge
     return CallPolicies(
-        timeout=call.timeout if call.timeout is not None else backend.timeout,
+        timeout=call.timeout if call.timeout is not None else timeout,
         idempotent=idempotent,
         retry=retry if idempotent and retry is not None and retry.attempts > 1 else None,
         hedge=hedge if idempotent and hedge is not None and hedge.max > 0 else None,
-        coalesce=idempotent and (call.coalesce if call.coalesce is not None else defaults.coalesce),
+        coalesce=idempotent
+        and (call.coalesce if call.coalesce is not None else resilience.coalesce),
     )

@@ -20,9 +20,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.config.models import RetryOn, RetrySpec
 from gateway.errors import BadStatus, CallError, CallTimeout, UpstreamUnavailable
 from gateway.policies.bulkhead import Bulkhead
-from gateway.spec import RetryOn, RetrySpec
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 

@@ -1,0 +1,1 @@
+"""The config file: its value types, models, checks and loader; the process settings."""

@@ -1,0 +1,168 @@
+"""The config file's contract as frozen pydantic models: endpoints, calls, policies.
+
+Field-level rules (types, ranges, unknown fields) live here; rules that need more than one
+field live in `gateway.config.checks`. Each backend kind's model lives in that kind's module
+(`gateway/backends/`) and extends `BackendSpec`; the whole file (`GatewaySpec`) is assembled
+in `gateway.config.document` from the registered kinds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
+
+from gateway.config.values import Duration, Share, UpperMethod
+
+Problem = tuple[str, str]
+"""(location like `endpoints[2].calls[0].backend`, why)."""
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown fields are errors, values are frozen after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+RetryOn = Literal["connect", "timeout"] | Annotated[int, Field(ge=400, le=599)]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("connect", "timeout", 502, 503, 504)
+
+
+class RetrySpec(Model):
+    """Retries of idempotent calls: jittered exponential backoff, within a retry budget."""
+
+    attempts: int = Field(default=3, ge=1, le=10, description="Tries in all, the first included.")
+    backoff: Duration = Field(default=0.05, description="Wait before the first retry (jittered).")
+    max_backoff: Duration = Field(default=1.0, description="Longest wait between tries.")
+    on: list[RetryOn] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON),
+        description="What is retried: `connect` errors, `timeout`s, and these statuses.",
+    )
+    budget: Share = Field(
+        default=0.2, description="Retries in flight, as a share of the backend's active calls."
+    )
+    min_retries: int = Field(
+        default=3, ge=0, description="Retries in flight always allowed, whatever the budget."
+    )
+
+
+class BreakerSpec(Model):
+    """A circuit breaker per host: opens after `failures` consecutive failures within `window`."""
+
+    failures: int = Field(default=5, ge=1, description="Consecutive failures that open it.")
+    window: Duration = Field(default=10.0, description="Failures older than this are forgotten.")
+    cooldown: Duration = Field(default=5.0, description="Open this long, then one probe call.")
+
+
+class HedgeSpec(Model):
+    """Hedged requests: when no answer came after `after`, send another copy (up to `max`)."""
+
+    after: Duration = Field(default=0.1, description="Wait this long before each extra copy.")
+    max: int = Field(default=1, ge=0, le=3, description="Extra copies at most; 0 turns it off.")
+
+
+class ResilienceSpec(Model):
+    """Resilience policies of a backend (see docs/resilience.md); every one is off by default."""
+
+    retry: RetrySpec | None = None
+    breaker: BreakerSpec | None = None
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Bulkhead: calls in flight; over it a call fails at once."
+    )
+    hedge: HedgeSpec | None = None
+    coalesce: bool = Field(
+        default=False, description="Identical concurrent GETs share one upstream request."
+    )
+
+
+NO_RESILIENCE = ResilienceSpec()
+
+
+class BackendSpec(Model):
+    """What every backend kind's model has (see gateway/backends/registry.py for the rest)."""
+
+    kind: str
+    timeout: Duration = Field(default=2.0, description="Default per-call timeout.")
+
+
+class CallSpec(Model):
+    """One backend call of an aggregation endpoint, and how its result is shaped."""
+
+    name: str | None = Field(default=None, description="Defaults to `group`, else `call<index>`.")
+    backend: str
+    path: str = "/"
+    method: str = Field(
+        default="GET",
+        description="http: the HTTP method (default GET); legacy: the client method to call.",
+    )
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    args: dict[str, str] = Field(
+        default_factory=dict, description="legacy/compute: keyword arguments (templates)."
+    )
+    pick: str | None = Field(
+        default=None,
+        alias="target",
+        description="Take this (dotted) field of the answer first, e.g. `items`.",
+    )
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
+    group: str | None = None
+    required: bool = False
+    timeout: Duration | None = None
+    needs: list[str] = Field(default_factory=list)
+    idempotent: bool | None = Field(
+        default=None,
+        description="May be retried or hedged; default: true for GET, HEAD, OPTIONS over http.",
+    )
+    retry: RetrySpec | None = Field(default=None, description="Overrides the backend's `retry`.")
+    hedge: HedgeSpec | None = Field(default=None, description="Overrides the backend's `hedge`.")
+    coalesce: bool | None = Field(default=None, description="Overrides the backend's `coalesce`.")
+    sql: str | None = Field(
+        default=None,
+        description="postgres: the statement; request values reach it only as `params`.",
+    )
+    params: list[str] = Field(
+        default_factory=list, description="postgres: bind parameters $1, $2...: e.g. '{id:int}'."
+    )
+    result: Literal["one", "many", "value", "stream"] | None = Field(
+        default=None,
+        description="postgres: one row (404 if none), many rows (default), the first column "
+        "of the first row, or stream (NDJSON; the endpoint's only call).",
+    )
+
+
+class ProxySpec(Model):
+    """A passthrough route: method, body, status and headers streamed both ways."""
+
+    backend: str
+    path: str = Field(description="Upstream path template, e.g. /{rest}.")
+    timeout: Duration | None = Field(
+        default=None, description="Connect and idle-read timeout; defaults to the backend's."
+    )
+
+
+class EndpointSpec(Model):
+    """A route of the gateway: either an aggregation of `calls` or a `proxy`."""
+
+    path: str = Field(pattern=r"^/")
+    method: UpperMethod = "GET"
+    timeout: Duration = Field(default=5.0, description="Deadline for the whole endpoint.")
+    forward_query: list[str] = Field(default_factory=list)
+    forward_headers: list[str] = Field(default_factory=list)
+    error_details: bool = False
+    max_body: ByteSize | None = Field(
+        default=None, description="Request body limit; defaults to the process setting (1 MiB)."
+    )
+    calls: list[CallSpec] = Field(default_factory=list)
+    proxy: ProxySpec | None = None
+
+    @model_validator(mode="after")
+    def _name_calls(self) -> EndpointSpec:
+        named = [
+            call if call.name else call.model_copy(update={"name": call.group or f"call{index}"})
+            for index, call in enumerate(self.calls)
+        ]
+        object.__setattr__(self, "calls", named)
+        return self

@@ -1,0 +1,81 @@
+"""The request context: one immutable value per client request, built once at the web edge.
+
+It holds what the client sent that templates may read (path parameters, query, headers, the
+client's address) as named *sources*, plus the request id. Per-route steps (authentication,
+body reading...) add sources by making a new context (`with_source`), so handlers and the
+engine read one value and never the ASGI scope or a Starlette request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from gateway.engine.templates import Sources
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What one request carries, by source name (see `gateway.engine.templates.SOURCES`)."""
+
+    method: str
+    request_id: str
+    query_items: tuple[tuple[str, str], ...]
+    """Every query pair in order, repeated names included (`forward_query` sends them all)."""
+    sources: Sources
+    """`path`, `query` (the last value of each name), `header` (lower-case names, the first
+    value of each), `client` (`ip`), and whatever the endpoint's steps added."""
+
+    def __repr__(self) -> str:
+        return f"<RequestContext {self.method} {self.request_id} [{', '.join(self.sources)}]>"
+
+    @property
+    def path(self) -> Mapping[str, Any]:
+        return self.sources["path"]  # type: ignore[no-any-return]
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.sources["query"]  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.sources["header"]  # type: ignore[no-any-return]
+
+    def with_source(self, name: str, value: Any) -> RequestContext:
+        """A copy with one more (or a replaced) source."""
+        return RequestContext(
+            self.method, self.request_id, self.query_items, {**self.sources, name: value}
+        )
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any], request_id: str) -> RequestContext:
+        """Build the context from an ASGI HTTP scope (after routing: `path_params` is set).
+
+        One pass over the headers: building a dict through a case-insensitive multi-dict
+        view costs a scan per name, which is quadratic in the number of headers.
+        """
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name not in headers:
+                headers[name] = raw_value.decode("latin-1")
+        raw_query = scope.get("query_string", b"")
+        query_items = (
+            tuple(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else ()
+        )
+        client = scope.get("client")
+        return cls(
+            method=scope["method"],
+            request_id=request_id,
+            query_items=query_items,
+            sources={
+                "path": dict(scope.get("path_params", {})),
+                "query": dict(query_items),
+                "header": headers,
+                "client": {"ip": client[0]} if client else {},
+            },
+        )

@@ -1,0 +1,230 @@
+"""From config to plan, once at start-up; from plan + request context to backend requests.
+
+`plan_endpoint` pushes every default down (a call's timeout falls back to its backend's,
+names are resolved, templates parsed, policies resolved) so request handling only reads
+frozen values. What depends on a backend's kind (how its method reads, its `args`, whether
+it may be repeated) comes in as `CallTraits`, made by that kind (gateway/backends): the
+engine never asks which kind a backend is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
+from gateway.engine.context import RequestContext
+from gateway.engine.merge import Shape, dotted
+from gateway.engine.templates import (
+    Sources,
+    Template,
+    is_absent,
+    parse_template,
+    render_text,
+)
+from gateway.errors import BadRequest, MissingValue
+from gateway.policies.resolve import CallPolicies, resolve_policies
+from gateway.types import BackendRequest
+
+# RFC 3986 `pchar` minus `/`: everything a single path segment may carry unencoded.
+SEGMENT_SAFE = "!$&'()*+,;=:@~-._"
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
+class Arguments(Protocol):
+    """How a call turns request values into `BackendRequest.args` (each kind has its own)."""
+
+    def render(self, sources: Sources) -> Mapping[str, Any]:
+        """The arguments of one call; MissingValue when a value it needs is absent."""
+        ...
+
+    def check(self, sources: Sources) -> None:
+        """Check the client's values before any call runs; BadRequest for a bad one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextArguments:
+    """`args` as text templates (legacy and compute calls): a value that is exactly one
+    absent query parameter or header is left out rather than sent empty."""
+
+    pairs: tuple[tuple[str, Template], ...]
+
+    def render(self, sources: Sources) -> Mapping[str, Any]:
+        return dict(render_pairs(self.pairs, sources))
+
+    def check(self, sources: Sources) -> None:
+        return None
+
+
+NO_ARGUMENTS = TextArguments(())
+
+
+@dataclass(frozen=True, slots=True)
+class CallTraits:
+    """What a backend's kind says about one call to it (see `BackendKind.traits`)."""
+
+    method: str
+    arguments: Arguments = NO_ARGUMENTS
+    idempotent_by_default: bool = False
+    resilience: ResilienceSpec = NO_RESILIENCE
+    streams: bool = False
+    """The call's rows are streamed to the client (an endpoint's only call)."""
+
+
+TraitsOf = Callable[[BackendSpec, CallSpec], CallTraits]
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """One call with every default resolved and every template parsed."""
+
+    name: str
+    backend: str
+    method: str
+    path: Template
+    query: tuple[tuple[str, Template], ...]
+    headers: tuple[tuple[str, Template], ...]
+    arguments: Arguments
+    needs: tuple[str, ...]
+    required: bool
+    timeout: float
+    shape: Shape
+    policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
+    streams: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPlan:
+    """An aggregation endpoint, ready to serve."""
+
+    path: str
+    method: str
+    timeout: float
+    forward_query: tuple[str, ...]
+    forward_headers: tuple[str, ...]
+    error_details: bool
+    calls: tuple[CallPlan, ...]
+
+    @property
+    def streams(self) -> bool:
+        """True for an endpoint whose only call streams its result (NDJSON)."""
+        return len(self.calls) == 1 and self.calls[0].streams
+
+
+def plan_endpoint(
+    endpoint: EndpointSpec, backends: Mapping[str, BackendSpec], traits_of: TraitsOf
+) -> EndpointPlan:
+    """Resolve an endpoint of a validated spec (see `gateway.config.checks`)."""
+    return EndpointPlan(
+        path=endpoint.path,
+        method=endpoint.method,
+        timeout=endpoint.timeout,
+        forward_query=tuple(endpoint.forward_query),
+        forward_headers=tuple(h.lower() for h in endpoint.forward_headers),
+        error_details=endpoint.error_details,
+        calls=tuple(
+            _plan_call(call, backends[call.backend], traits_of(backends[call.backend], call))
+            for call in endpoint.calls
+        ),
+    )
+
+
+def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> CallPlan:
+    name = call.name or ""
+    return CallPlan(
+        name=name,
+        backend=call.backend,
+        method=traits.method,
+        path=parse_template(call.path),
+        query=tuple((k, parse_template(v)) for k, v in call.query.items()),
+        headers=tuple((k.lower(), parse_template(v)) for k, v in call.headers.items()),
+        arguments=traits.arguments,
+        needs=tuple(call.needs),
+        required=call.required,
+        timeout=call.timeout if call.timeout is not None else backend.timeout,
+        shape=Shape(
+            name=name,
+            pick=dotted(call.pick),
+            allow=tuple(dotted(p) for p in call.allow) if call.allow is not None else None,
+            deny=tuple(dotted(p) for p in call.deny or ()),
+            rename=tuple(call.rename.items()),
+            group=call.group,
+        ),
+        policies=resolve_policies(
+            call,
+            timeout=backend.timeout,
+            idempotent_by_default=traits.idempotent_by_default,
+            resilience=traits.resilience,
+        ),
+        streams=traits.streams,
+    )
+
+
+def has_dot_segment(decoded: str) -> bool:
+    """True when a decoded value holds a `.` or `..` segment, split on `/` or `\\`.
+
+    Such a value stays one encoded segment on the wire, but an upstream that decodes
+    `%2F` or treats backslashes as separators would climb its path tree with it.
+    """
+    return any(part in DOT_SEGMENTS for part in decoded.replace("\\", "/").split("/"))
+
+
+def check_request(plan: EndpointPlan, context: RequestContext) -> None:
+    """Refuse (BadRequest -> 400) what no call of the endpoint can be built from: a path
+    parameter that could climb the upstream path, a client value its type refuses."""
+    for name, value in context.path.items():
+        if isinstance(value, str) and has_dot_segment(value):
+            raise BadRequest(f"path parameter {name!r} must not contain '.' or '..' segments")
+    for call in plan.calls:
+        call.arguments.check(context.sources)
+
+
+def encode_segment(value: str) -> str:
+    """Percent-encode a value as exactly one path segment (`/`, `%`, `\\`, controls encoded)."""
+    if has_dot_segment(value):
+        raise MissingValue(f"{value!r} cannot be a path segment")
+    return quote(value, safe=SEGMENT_SAFE)
+
+
+def render_request(
+    call: CallPlan,
+    sources: Sources,
+    forwarded_query: tuple[tuple[str, str], ...],
+    forwarded_headers: tuple[tuple[str, str], ...],
+    deadline: float | None = None,
+) -> BackendRequest:
+    """The backend request for one call; MissingValue when a value it needs is absent."""
+    try:
+        path = render_text(call.path, sources, encode_segment)
+        query = render_pairs(call.query, sources)
+        headers = render_pairs(call.headers, sources)
+        args = call.arguments.render(sources)
+    except MissingValue as exc:
+        raise MissingValue(f"cannot build the request: {exc}") from None
+    own_query = {k for k, _ in query}
+    own_headers = {k for k, _ in headers}
+    return BackendRequest(
+        method=call.method,
+        path=path,
+        query=query + tuple((k, v) for k, v in forwarded_query if k not in own_query),
+        headers=headers + tuple((k, v) for k, v in forwarded_headers if k not in own_headers),
+        args=args,
+        deadline=deadline,
+    )
+
+
+def render_pairs(
+    pairs: tuple[tuple[str, Template], ...], sources: Sources
+) -> tuple[tuple[str, str], ...]:
+    """Name/template pairs as text; a value that is exactly one absent client value (a query
+    parameter or header the client did not send) is left out rather than sent empty."""
+    out = []
+    for key, template in pairs:
+        ref = template.single_ref
+        if ref is not None and is_absent(ref, sources):
+            continue
+        out.append((key, render_text(template, sources, str)))
+    return tuple(out)

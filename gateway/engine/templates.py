@@ -1,0 +1,205 @@
+"""Config templates: `{id}`, `{query.lang}`, `{header.accept-language}`, `{client.ip}`,
+`{calls.product.author_id}`.
+
+A template is parsed once at start-up into literal text and `Ref`s; rendering only looks
+values up. Every ref reads one *source* by name (`path`, `query`, `header`, `client`,
+`calls`, and what later steps add) through one lookup, so a new source is one entry in
+`SOURCES`, not a change in every renderer. `{{` and `}}` stand for literal braces. A ref may
+carry a type suffix (`{id:int}`) for backends that take typed arguments.
+
+Two ways to render: `render_text` writes every value as text into a string (a URL path, a
+header); `render_value` keeps the JSON type of a template that is exactly one ref, so a
+number stays a number and a list stays a list (body templates).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import MissingValue, TemplateSyntaxError
+
+Sources = Mapping[str, Any]
+"""What templates read, by source name: each source is a JSON-like value (usually a dict)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRule:
+    """How refs into one source are spelled: how many names follow the source's own name."""
+
+    min_names: int
+    max_names: int | None  # None: any depth (a field path into JSON)
+    case_insensitive: bool = False  # header names
+    from_client: bool = True  # a bad value is the client's mistake (400), not a failed call
+
+
+SOURCES: Mapping[str, SourceRule] = {
+    "query": SourceRule(1, 1),
+    "header": SourceRule(1, 1, case_insensitive=True),
+    "client": SourceRule(1, 1),
+    "calls": SourceRule(1, None, from_client=False),
+}
+"""Every source a ref may name besides `path` (a bare `{name}` is a path parameter)."""
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One placeholder: its source, the key in that source, a field path, an optional type."""
+
+    source: str
+    key: str
+    field: tuple[str, ...] = ()
+    type_name: str | None = None
+
+    def __str__(self) -> str:
+        dotted = ".".join(
+            ((self.source,) if self.source != "path" else ()) + (self.key, *self.field)
+        )
+        return "{" + dotted + (f":{self.type_name}" if self.type_name else "") + "}"
+
+    @property
+    def from_client(self) -> bool:
+        """True when the value comes from the client request (path, query, headers...)."""
+        rule = SOURCES.get(self.source)
+        return rule is None or rule.from_client
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """Parsed template text: literal strings and refs, in order."""
+
+    parts: tuple[str | Ref, ...]
+    refs: tuple[Ref, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refs", tuple(p for p in self.parts if isinstance(p, Ref)))
+
+    @property
+    def single_ref(self) -> Ref | None:
+        """The ref when the whole template is exactly one placeholder, else None."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], Ref):
+            return self.parts[0]
+        return None
+
+    @property
+    def is_static(self) -> bool:
+        """True when the template has no refs: it renders the same for every request."""
+        return not self.refs
+
+
+def parse_template(text: str) -> Template:
+    """Parse `text`; raise TemplateSyntaxError naming the bad placeholder."""
+    parts: list[str | Ref] = []
+    literal: list[str] = []
+    pos = 0
+    for match in _TOKEN.finditer(text):
+        literal.append(text[pos : match.start()])
+        pos = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            literal.append(token[0])
+            continue
+        if match.group(1) is None:
+            raise TemplateSyntaxError(
+                f"unbalanced {token!r} in {text!r} (use {token * 2} for a literal)"
+            )
+        if "".join(literal):
+            parts.append("".join(literal))
+        literal = []
+        parts.append(_parse_ref(match.group(1)))
+    literal.append(text[pos:])
+    if "".join(literal):
+        parts.append("".join(literal))
+    return Template(tuple(parts))
+
+
+def _parse_ref(body: str) -> Ref:
+    expr, _, type_name = body.strip().partition(":")
+    names = expr.split(".")
+    if not all(_NAME.match(n) for n in names):
+        raise TemplateSyntaxError(f"bad placeholder {{{body}}}")
+    head, rest = names[0], names[1:]
+    kind = type_name or None
+    rule = SOURCES.get(head)
+    if rule is not None and rest:
+        if len(rest) < rule.min_names or (
+            rule.max_names is not None and len(rest) > rule.max_names
+        ):
+            raise TemplateSyntaxError(f"bad placeholder {{{body}}}: {_spelling()}")
+        key = rest[0].lower() if rule.case_insensitive else rest[0]
+        return Ref(head, key, tuple(rest[1:]), type_name=kind)
+    if len(names) == 1:
+        return Ref("path", head, type_name=kind)
+    raise TemplateSyntaxError(f"bad placeholder {{{body}}}: {_spelling()}")
+
+
+def _spelling() -> str:
+    examples = ["{param}"]
+    for name, rule in SOURCES.items():
+        examples.append("{" + name + ".x" + (".field" if rule.max_names is None else "") + "}")
+    return "use " + ", ".join(examples[:-1]) + " or " + examples[-1]
+
+
+def lookup(ref: Ref, sources: Sources) -> Any:
+    """The value a ref points at, of any JSON type; MissingValue when it is absent."""
+    source = sources.get(ref.source)
+    if source is None:
+        raise MissingValue(f"{ref}: no {ref.source!r} values here")
+    if not isinstance(source, Mapping) or ref.key not in source:
+        if ref.source == "calls":
+            raise MissingValue(f"no result from call {ref.key!r}")
+        raise MissingValue(f"{ref} is not in the request")
+    current = source[ref.key]
+    for step in ref.field:
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif ref.source == "calls":
+            raise MissingValue(f"{ref} is not in the result of call {ref.key!r}")
+        else:
+            raise MissingValue(f"{ref} is not in the request")
+    return current
+
+
+def lookup_scalar(ref: Ref, sources: Sources) -> str | int | float | bool:
+    """A ref's value when it is a scalar (text, number, boolean); MissingValue otherwise."""
+    value = lookup(ref, sources)
+    if value is None or isinstance(value, dict | list):
+        raise MissingValue(f"{ref} is not a scalar value")
+    return value  # type: ignore[no-any-return]
+
+
+def is_absent(ref: Ref, sources: Sources) -> bool:
+    """True when a ref into the client request names a value the client did not send."""
+    if not ref.from_client or ref.source == "path":
+        return False
+    source = sources.get(ref.source)
+    return not isinstance(source, Mapping) or ref.key not in source
+
+
+def as_text(value: Any) -> str:
+    """How a scalar is written into a URL: JSON spelling for booleans, str() otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_text(template: Template, sources: Sources, encode: Callable[[str], str]) -> str:
+    """Fill a template as text; every looked-up value goes through `encode` (literals do not)."""
+    out: list[str] = []
+    for part in template.parts:
+        out.append(part if isinstance(part, str) else encode(as_text(lookup_scalar(part, sources))))
+    return "".join(out)
+
+
+def render_value(template: Template, sources: Sources) -> Any:
+    """Fill a template keeping JSON types: exactly one ref gives its value as it is (a number,
+    a list...); text mixed with refs gives text."""
+    ref = template.single_ref
+    if ref is not None:
+        return lookup(ref, sources)
+    return render_text(template, sources, str)

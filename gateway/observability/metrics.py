@@ -1,0 +1,67 @@
+"""Prometheus metrics of one gateway app, in a registry of its own (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.server.protocol import CLIENT_CONNECTIONS
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; one instance per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by endpoint template, method and status.",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Request latency by endpoint template.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.call_latency = Histogram(
+            "gateway_call_duration_seconds",
+            "Backend call latency by endpoint, call and outcome.",
+            ["endpoint", "call", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "Requests being served now.", registry=r
+        )
+        self.in_flight_peak = Gauge(
+            "gateway_requests_in_flight_peak",
+            "Most requests in flight at once since start.",
+            registry=r,
+        )
+        self.shed = Counter(
+            "gateway_shed_requests",
+            "Requests refused with 503 because the process was full.",
+            registry=r,
+        )
+        open_connections = Gauge(
+            "gateway_open_connections", "Open client connections of this process.", registry=r
+        )
+        open_connections.set_function(lambda: CLIENT_CONNECTIONS.open)
+        peak_connections = Gauge(
+            "gateway_open_connections_peak",
+            "Most client connections open at once since start.",
+            registry=r,
+        )
+        peak_connections.set_function(lambda: CLIENT_CONNECTIONS.peak)
+
+    async def endpoint(self, request: Request) -> Response:
+        """GET /metrics."""
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,127 @@
+"""The policy chain of each call, built once at start-up from its backend's shared state.
+
+`Resilience` holds the state every call to a backend shares (breakers per host, the
+bulkhead, the retry budget, in-flight identical requests); `wrap` builds one call's chain in
+the fixed order drawn in `gateway/policies/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.config.models import ResilienceSpec
+from gateway.policies.breaker import Breaker, State, guarded
+from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.coalesce import Flights, coalesce
+from gateway.policies.hedge import hedge
+from gateway.policies.metrics import BREAKER_STATES, PolicyMetrics
+from gateway.policies.resolve import CallPolicies
+from gateway.policies.retry import RetryBudget, retry
+from gateway.policies.timeout import timeout
+from gateway.types import Call
+
+log = logging.getLogger("gateway.policies")
+
+
+class LiveCalls(Protocol):
+    """What the chain needs of an open backend (a `LiveBackend` of gateway/backends)."""
+
+    @property
+    def call(self) -> Call: ...
+
+    @property
+    def hosts(self) -> tuple[tuple[str, Call], ...]:
+        """One Call per host, for per-host breakers."""
+        ...
+
+    @property
+    def resilience(self) -> ResilienceSpec:
+        """The backend's own policy settings."""
+        ...
+
+
+@dataclass(slots=True)
+class BackendPolicies:
+    """The shared policy state of one backend."""
+
+    name: str
+    call: Call
+    hosts: tuple[tuple[Breaker, Call], ...]  # one per host when a breaker is configured
+    bulkhead: Bulkhead
+    budget: RetryBudget
+    rng: random.Random
+    rotation: Iterator[int] = field(default_factory=itertools.count)
+    flights: Flights = field(default_factory=dict)
+
+
+class Resilience:
+    """The policies of one app's live backends; `wrap` each call once, at start-up."""
+
+    def __init__(self, backends: Mapping[str, LiveCalls], metrics: PolicyMetrics) -> None:
+        """Build every backend's shared state (breakers start closed, counters at zero)."""
+        self.metrics = metrics
+        self.backends: dict[str, BackendPolicies] = {}
+        for name, live in backends.items():
+            policy = live.resilience
+            heads = Bulkhead(name, policy.concurrency)
+            hosts: tuple[tuple[Breaker, Call], ...] = ()
+            if policy.breaker is not None:
+                hosts = tuple(
+                    (Breaker(name, host, policy.breaker, self._breaker_changed), call)
+                    for host, call in live.hosts
+                )
+                for breaker, _ in hosts:
+                    self.metrics.breaker_state.labels(name, breaker.host).set(0)
+            self.backends[name] = BackendPolicies(
+                name=name,
+                call=live.call,
+                hosts=hosts,
+                bulkhead=heads,
+                budget=RetryBudget(heads),
+                rng=random.Random(),
+            )
+
+    def __repr__(self) -> str:
+        return f"<Resilience [{', '.join(self.backends) or 'no backends'}]>"
+
+    def wrap(self, backend: str, policies: CallPolicies) -> Call:
+        """The policy-wrapped Call for one call of an endpoint (build it once, reuse it)."""
+        state, m = self.backends[backend], self.metrics
+        timed = timeout(policies.timeout)
+        if state.hosts:
+            call = guarded(
+                backend,
+                [(breaker, timed(host_call)) for breaker, host_call in state.hosts],
+                on_reject=m.circuit_open_rejected.labels(backend).inc,
+                rotation=state.rotation,
+            )
+        else:
+            call = timed(state.call)
+        call = bulkhead(state.bulkhead, on_reject=m.bulkhead_rejected.labels(backend).inc)(call)
+        if policies.hedge is not None:
+            call = hedge(
+                policies.hedge,
+                on_sent=m.hedges_sent.labels(backend).inc,
+                on_won=m.hedges_won.labels(backend).inc,
+            )(call)
+        if policies.retry is not None:
+            call = retry(
+                policies.retry,
+                state.budget,
+                on_retry=m.retries.labels(backend).inc,
+                on_budget_exhausted=m.retry_budget_exhausted.labels(backend).inc,
+                rng=state.rng,
+            )(call)
+        if policies.coalesce:
+            call = coalesce(state.flights, on_coalesced=m.coalesced.labels(backend).inc)(call)
+        return call
+
+    def _breaker_changed(self, breaker: Breaker, old: State, new: State) -> None:
+        log.warning("breaker %s %s: %s -> %s", breaker.backend, breaker.host, old, new)
+        self.metrics.breaker_state.labels(breaker.backend, breaker.host).set(BREAKER_STATES[new])
+        self.metrics.breaker_transitions.labels(breaker.backend, breaker.host, new).inc()

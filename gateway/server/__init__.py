@@ -1,0 +1,1 @@
+"""Serving: uvicorn with batched accepts, connection counting and a drain on SIGTERM."""

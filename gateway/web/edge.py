@@ -1,0 +1,99 @@
+"""The one ASGI layer every request goes through first: its request id, admission (load
+shedding), request metrics, and the answer to a request that raised.
+
+One layer rather than three: each pure-ASGI wrapper costs a coroutine frame and a `send`
+wrapper per message on every request. The request id is set before anything else runs, so
+every answer carries `X-Request-ID` (4xx and 5xx included) and every log line of the
+request can name it. A request that raises is logged once, with its id and traceback, and
+answered 500 problem+json (or, if its answer had already started, cut off: the client sees
+an incomplete response).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.observability.metrics import GatewayMetrics
+from gateway.web.problems import problem
+from gateway.web.request_id import choose_request_id, current_request_id
+from gateway.web.shedding import UNSHED_PATHS, Admission
+
+log = logging.getLogger("gateway.web")
+
+
+class EdgeMiddleware:
+    """Pure ASGI middleware; one instance per app."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: GatewayMetrics, max_in_flight: int, retry_after: int
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.admission = admission = Admission(max_in_flight)
+        self.retry_after = str(retry_after)
+        # read when /metrics is scraped: a gauge updated twice per request costs more
+        metrics.in_flight.set_function(lambda: admission.in_flight)
+        metrics.in_flight_peak.set_function(lambda: admission.peak)
+
+    def __repr__(self) -> str:
+        return f"<EdgeMiddleware {self.admission!r}>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = choose_request_id(received.decode("latin-1") if received is not None else None)
+        token = current_request_id.set(request_id)
+        raw_id = request_id.encode()
+        answered = 0  # the status sent; 0 until the answer starts
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+            await send(message)
+
+        metrics, admission = self.metrics, self.admission
+        # probes and scrapes are never shed, and not counted as traffic
+        counted = scope["path"] not in UNSHED_PATHS
+        if counted and not admission.admit():
+            metrics.shed.inc()
+            refusal = problem(
+                503,
+                "the gateway is at capacity; retry later",
+                headers={"Retry-After": self.retry_after},
+            )
+            try:
+                await refusal(scope, receive, send_with_id)
+            finally:
+                current_request_id.reset(token)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:  # a bug: this request fails, the process goes on
+            log.exception(
+                "%s %s failed: internal error (request id %s)",
+                scope["method"],
+                scope["path"],
+                request_id,
+            )
+            if answered == 0:
+                crash = problem(500, f"internal error; the gateway log has request id {request_id}")
+                await crash(scope, receive, send_with_id)
+        finally:
+            if counted:
+                admission.leave()
+                route = scope.get("route")
+                endpoint = getattr(route, "path", "unmatched")
+                metrics.requests.labels(endpoint, scope["method"], str(answered or 500)).inc()
+                metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+            current_request_id.reset(token)
