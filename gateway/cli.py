@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # settings from the environment
         for error in exc.errors(include_url=False):
             name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"environment: {name}: {error['msg']}", file=sys.stderr)
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"environment: {name}: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,10 +6,12 @@ binds, its limits and its shutdown timings. `DATABASE_URL` is read here and nowh
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:8104/postgres"
 """Where `gateway demo` runs its embedded PostgreSQL (see gateway/devtools/embedded_pg.py)."""
@@ -62,3 +64,20 @@ class Settings(BaseSettings):
         description="What `${DATABASE_URL}` in a postgres backend's dsn expands to; unset: "
         "the embedded PostgreSQL that `gateway demo` starts.",
     )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated CIDRs of the proxies in front of the gateway whose "
+        "X-Forwarded-* headers are believed (none by default): see gateway/web/forwarding.py.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return value

@@ -8,12 +8,15 @@ engine read one value and never the ASGI scope or a Starlette request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway.engine.templates import Sources
+
+ClientIp = Callable[[str | None, Mapping[str, str]], str | None]
+"""(peer address, request headers) -> the client's address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +53,15 @@ class RequestContext:
         )
 
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any], request_id: str) -> RequestContext:
+    def from_scope(
+        cls, scope: Mapping[str, Any], request_id: str, client_ip: ClientIp | None = None
+    ) -> RequestContext:
         """Build the context from an ASGI HTTP scope (after routing: `path_params` is set).
 
-        One pass over the headers: building a dict through a case-insensitive multi-dict
-        view costs a scan per name, which is quadratic in the number of headers.
+        `client_ip(peer, headers)` says who the client is (the web layer's rule on trusted
+        proxies); without it the client is the peer. One pass over the headers: building a
+        dict through a case-insensitive multi-dict view costs a scan per name, which is
+        quadratic in the number of headers.
         """
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
@@ -67,7 +74,8 @@ class RequestContext:
             if raw_query
             else ()
         )
-        client = scope.get("client")
+        peer = scope["client"][0] if scope.get("client") else None
+        ip = client_ip(peer, headers) if client_ip is not None else peer
         return cls(
             method=scope["method"],
             request_id=request_id,
@@ -76,6 +84,6 @@ class RequestContext:
                 "path": dict(scope.get("path_params", {})),
                 "query": dict(query_items),
                 "header": headers,
-                "client": {"ip": client[0]} if client else {},
+                "client": {"ip": ip} if ip is not None else {},
             },
         )

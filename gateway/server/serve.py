@@ -92,6 +92,9 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=int(settings.keep_alive_seconds),
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
+        # one rule for forwarding headers, the gateway's own (gateway/web/forwarding.py):
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
+        proxy_headers=False,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,  # per-request logging costs ~15% throughput; metrics carry the counts

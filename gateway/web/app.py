@@ -31,6 +31,7 @@ from gateway.policies.metrics import PolicyMetrics
 from gateway.web.aggregate import aggregation_handler
 from gateway.web.body import body_limit
 from gateway.web.edge import EdgeMiddleware
+from gateway.web.forwarding import Forwarding, parse_trusted
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.problems import http_exception_handler
@@ -64,7 +65,8 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 if backend.readiness is not None:
                     health.checks[f"{backend.kind}:{name}"] = backend.readiness
             resilience = Resilience(live, PolicyMetrics(metrics.registry))
-            wiring = _Wiring(spec, live, resilience, metrics, settings)
+            forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
+            wiring = _Wiring(spec, live, resilience, metrics, settings, forwarding)
             app.router.routes = [
                 *operations,
                 *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
@@ -107,6 +109,7 @@ class _Wiring:
     resilience: Resilience
     metrics: GatewayMetrics
     settings: Settings
+    forwarding: Forwarding
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""
@@ -122,12 +125,13 @@ class _Wiring:
             upstream = self.live[proxy.backend].passthrough
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
-            handler = proxy_handler(endpoint.path, proxy, upstream, timeout, max_body)
+            handler = proxy_handler(
+                endpoint.path, proxy, upstream, timeout, max_body, self.forwarding
+            )
             # a passthrough forwards every method unless the config names one
             given = "method" in endpoint.model_fields_set
-            return endpoint_route(
-                endpoint.path, [endpoint.method] if given else HTTP_METHODS, steps, handler
-            )
+            methods = [endpoint.method] if given else HTTP_METHODS
+            return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
         assert plan is not None, "every aggregation endpoint is planned"
         if plan.streams:
             stream = self.live[plan.calls[0].backend].stream
@@ -137,4 +141,4 @@ class _Wiring:
             wrap = self.resilience.wrap
             calls = {call.name: wrap(call.backend, call.policies) for call in plan.calls}
             handler = aggregation_handler(plan, calls, self.metrics)
-        return endpoint_route(endpoint.path, [endpoint.method], steps, handler)
+        return endpoint_route(endpoint.path, [endpoint.method], steps, handler, self.forwarding)

@@ -27,6 +27,7 @@ from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import parse_template, render_text
 from gateway.errors import BodyTooLarge
 from gateway.web.body import has_body, limited_stream
+from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
 
@@ -94,6 +95,7 @@ def proxy_handler(
     upstream: Passthrough,
     default_timeout: float,
     max_body: int,
+    forwarding: Forwarding,
 ) -> Handler:
     """The request handler of one passthrough endpoint, built once at start-up."""
     pattern = raw_path_pattern(route_path)
@@ -114,13 +116,13 @@ def proxy_handler(
         path = render_text(template, {"path": {k: v or "" for k, v in params.items()}}, str)
         url = upstream.url(path, request.url.query)
         headers = CIMultiDict(
-            (k, v) for k, v in strip_hop_by_hop(request.headers.items()) if k.lower() != "host"
+            (k, v)
+            for k, v in strip_hop_by_hop(request.headers.items())
+            if k.lower() != "host" and k.lower() not in FORWARDING_HEADERS
         )
         headers["X-Request-ID"] = context.request_id
-        if request.client:
-            headers.add("X-Forwarded-For", request.client.host)
-        headers["X-Forwarded-Proto"] = request.url.scheme
-        headers["X-Forwarded-Host"] = request.headers.get("host", "")
+        peer = request.client.host if request.client else None
+        headers.extend(forwarding.upstream_headers(peer, request.url.scheme, context.headers))
         body = limited_stream(request, max_body) if has_body(request) else None
 
         try:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.engine.context import RequestContext
+from gateway.web.forwarding import Forwarding
 from gateway.web.request_id import current_request_id
 
 Step = Callable[[Request, RequestContext], Awaitable[RequestContext | Response]]
@@ -24,13 +25,18 @@ Handler = Callable[[Request, RequestContext], Awaitable[Response]]
 
 
 def endpoint_route(
-    path: str, methods: Sequence[str], steps: Sequence[Step], handler: Handler
+    path: str,
+    methods: Sequence[str],
+    steps: Sequence[Step],
+    handler: Handler,
+    forwarding: Forwarding,
 ) -> Route:
     """A Starlette route running `steps` in order, then `handler`."""
     ordered = tuple(steps)
 
     async def endpoint(request: Request) -> Response:
-        context = RequestContext.from_scope(request.scope, current_request_id.get())
+        scope = request.scope
+        context = RequestContext.from_scope(scope, current_request_id.get(), forwarding.client_ip)
         for step in ordered:
             outcome = await step(request, context)
             if isinstance(outcome, Response):
