@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from gateway import __version__
 from gateway.config.document import document_model
-from gateway.config.loader import load_spec
+from gateway.config.loader import load_config, load_spec
 from gateway.config.settings import Settings
+from gateway.config.show import show
 from gateway.errors import ConfigError
 
 MAX_PROBLEMS_SHOWN = 50
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a routes file")
     check.add_argument("file")
+    check.add_argument(
+        "--show",
+        action="store_true",
+        help="print the config as it will run: ${...} expanded, includes merged, secrets masked",
+    )
     check.set_defaults(command=_check)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the routes file")
@@ -93,7 +99,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    spec = load_spec(args.file)
+    loaded = load_config(args.file)
+    if args.show:
+        sys.stdout.write(show(loaded))
+        return 0
+    spec = loaded.spec
     calls = sum(len(e.calls) for e in spec.endpoints)
     print(
         f"{args.file}: ok: {len(spec.backends)} backends, {len(spec.endpoints)} endpoints, "

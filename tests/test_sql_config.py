@@ -86,8 +86,8 @@ def test_bad_sql_calls(endpoint: str, expected: str) -> None:
             "backends.db.dsn: a dsn is a postgresql:// URL or ${DATABASE_URL}",
         ),
         (
-            "{kind: postgres, dsn: '${HOME}'}",
-            "backends.db.dsn: only a dsn of exactly ${DATABASE_URL} is expanded",
+            "{kind: postgres, dsn: '${FANOUT_TEST_NEVER_SET}'}",
+            "backends.db.dsn: ${FANOUT_TEST_NEVER_SET} is not set (and has no default)",
         ),
         (
             "{kind: postgres, dsn: 'postgresql://h/d', pool: {min: 5, max: 2}}",

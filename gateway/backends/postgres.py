@@ -66,10 +66,7 @@ class PoolSpec(Model):
 
 
 def _check_dsn(dsn: str) -> str:
-    if dsn.strip() == "${DATABASE_URL}":
-        return dsn.strip()
-    if "${" in dsn:
-        raise ValueError("only a dsn of exactly ${DATABASE_URL} is expanded from the environment")
+    # `${DATABASE_URL}` (or any `${NAME}`) was expanded when the file was loaded
     if not dsn.startswith(("postgresql://", "postgres://")):
         raise ValueError("a dsn is a postgresql:// URL or ${DATABASE_URL}")
     return dsn
@@ -83,7 +80,7 @@ class PostgresBackend(BackendSpec):
 
     kind: Literal["postgres"]
     dsn: Dsn = Field(
-        description="postgresql:// URL, or ${DATABASE_URL} (unset: the embedded demo database)."
+        description="postgresql:// URL, e.g. ${DATABASE_URL} (unset: the embedded demo database)."
     )
     pool: PoolSpec = Field(default_factory=PoolSpec)
     statement_cache_size: int = Field(
@@ -399,11 +396,10 @@ class PostgresKind:
     async def open(
         self, specs: Mapping[str, PostgresBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
-        """A pool per backend (`${DATABASE_URL}` -> the setting); the stack closes them."""
+        """A pool per backend; the stack closes them."""
         pools: dict[str, PostgresPool] = {}
         for name, spec in specs.items():
-            dsn = context.settings.database_url if spec.dsn == "${DATABASE_URL}" else spec.dsn
-            pools[name] = await open_pool(name, spec, dsn)
+            pools[name] = await open_pool(name, spec, spec.dsn)
             context.stack.push_async_callback(close_pool, pools[name])
         context.registry.register(DatabasePoolCollector(pools))
         live: dict[str, LiveBackend] = {}

@@ -28,6 +28,11 @@ class GatewaySpec(Model):
     version: Literal[1]
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
     endpoints: list[EndpointSpec] = Field(default_factory=list)
+    include: list[str] = Field(
+        default_factory=list,
+        description="Other files (paths or glob patterns, relative to this one) merged in "
+        "order: their backends and endpoints join this file's.",
+    )
 
 
 def document_model() -> type[GatewaySpec]:

@@ -1,5 +1,6 @@
-"""Reading a config file: YAML 1.2 -> a validated `GatewaySpec`, or a `ConfigError` listing
-every problem.
+"""Reading a config file: YAML 1.2 -> `${...}` values expanded (gateway/config/expand.py) ->
+`include:`d files merged (gateway/config/include.py) -> a validated `GatewaySpec`, or a
+`ConfigError` listing every problem.
 
 Every line names the file and the exact place, e.g.
 `demo.yaml: endpoints[2].calls[0].backend: unknown backend 'catlog' (known: catalog, reviews)`;
@@ -13,6 +14,8 @@ from __future__ import annotations
 import difflib
 import re
 import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -22,6 +25,9 @@ from pydantic import BaseModel, ValidationError
 from gateway.backends.registry import kinds
 from gateway.config.checks import check_references
 from gateway.config.document import GatewaySpec, document_model
+from gateway.config.expand import expand
+from gateway.config.include import Document, Origins, merge
+from gateway.config.settings import expansion_environment
 from gateway.errors import ConfigError
 
 MAX_ALIASES = 10_000
@@ -82,36 +88,119 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_spec(path: str | Path) -> GatewaySpec:
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A checked config: the spec, the merged data it came from, and the values that came
+    from secret files (which `gateway check --show` masks)."""
+
+    spec: GatewaySpec
+    data: dict[str, Any]
+    secrets: frozenset[str]
+
+
+def load_spec(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewaySpec:
     """Parse and validate the config at `path`; raise ConfigError listing every problem."""
-    name = str(path)
+    return load_config(path, environ).spec
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
+    """`load_spec`, keeping what `gateway check --show` prints."""
+    return _load(_read_text(Path(path), str(path)), str(path), Path(path).parent, environ)
+
+
+def parse_spec(
+    text: str, name: str, *, base: Path | None = None, environ: Mapping[str, str] | None = None
+) -> GatewaySpec:
+    """Validate config text; `name` is used in messages, `base` is where its relative
+    `include:` and `${file:...}` paths start (default: the current directory)."""
+    return _load(text, name, base or Path(), environ).spec
+
+
+def _read_text(path: Path, name: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
-    return parse_spec(text, name)
 
 
-def parse_spec(text: str, name: str) -> GatewaySpec:
-    """Validate config text; `name` is used in messages."""
+def _load(text: str, name: str, base: Path, environ: Mapping[str, str] | None) -> Loaded:
+    env = expansion_environment() if environ is None else environ
+    secrets: set[str] = set()
+    problems: list[str] = []
+    main = _document(text, name, base, env, secrets, problems)
+    included = _included(main, base, env, secrets, problems, {_identity(base, name)})
+    data, origins, merging = merge(main, included)
+    problems += merging
+    if problems:
+        raise ConfigError(problems)
+    model = document_model()
+    try:
+        spec = model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_lines(exc, model, data, origins)) from None
+    found = check_references(spec)
+    if found:
+        raise ConfigError([origins.line(where, why) for where, why in found])
+    return Loaded(spec, data, frozenset(secrets))
+
+
+def _document(
+    text: str,
+    name: str,
+    base: Path,
+    environ: Mapping[str, str],
+    secrets: set[str],
+    problems: list[str],
+) -> Document:
     raw = _read_yaml(text, name)
     if not isinstance(raw, dict):
         raise ConfigError(
             [f"{name}: the file must be a mapping with `version`, `backends`, `endpoints`"]
         )
-    model = document_model()
-    try:
-        spec = model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            [f"{name}: {line}" for line in _pydantic_lines(exc, model, raw)]
-        ) from None
-    problems = check_references(spec)
-    if problems:
-        raise ConfigError([f"{name}: {where}: {why}" for where, why in problems])
-    return spec
+    expanded = expand(raw, environ, base)
+    secrets |= expanded.secrets
+    problems += [f"{name}: {where}: {why}" for where, why in expanded.problems]
+    return Document(name, expanded.data)
+
+
+def _included(
+    document: Document,
+    base: Path,
+    environ: Mapping[str, str],
+    secrets: set[str],
+    problems: list[str],
+    seen: set[Path],
+) -> list[Document]:
+    """The files `document` includes (and those they include), in order."""
+    patterns = document.data.get("include", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        problems.append(f"{document.name}: include: a list of file names or patterns")
+        return []
+    found: list[Document] = []
+    for index, pattern in enumerate(patterns):
+        absolute = Path(pattern).is_absolute()
+        root, relative = (Path("/"), pattern.lstrip("/")) if absolute else (base, pattern)
+        matches = sorted(root.glob(relative)) if relative else []
+        if not matches:
+            problems.append(f"{document.name}: include[{index}]: {pattern!r} matches no file")
+        for path in matches:
+            identity = path.resolve()
+            if identity in seen:
+                problems.append(f"{document.name}: include[{index}]: {path} is included twice")
+                continue
+            seen.add(identity)
+            text = _read_text(path, str(path))
+            child = _document(text, str(path), path.parent, environ, secrets, problems)
+            found.append(child)
+            found += _included(child, path.parent, environ, secrets, problems, seen)
+    return found
+
+
+def _identity(base: Path, name: str) -> Path:
+    path = Path(name)
+    return (path if path.is_absolute() or path.exists() else base / path.name).resolve()
 
 
 def _read_yaml(text: str, name: str) -> Any:
@@ -152,16 +241,17 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return total
 
 
-def _pydantic_lines(exc: ValidationError, model: type[BaseModel], raw: Any) -> list[str]:
+def _pydantic_lines(
+    exc: ValidationError, model: type[BaseModel], raw: Any, origins: Origins
+) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
-        location = format_location(error["loc"])
         message = _FRIENDLY.get(error["type"], error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             nearest = nearest_field(model, raw, error["loc"])
             if nearest is not None:
                 message += f" (did you mean {nearest!r}?)"
-        lines.append(f"{location}: {message}" if location else message)
+        lines.append(origins.line(format_location(error["loc"]), message))
     return lines
 
 

@@ -1,7 +1,8 @@
 """Process settings, read from the environment once (prefix `GATEWAY_`).
 
 The routes file says *what* the gateway serves; these say *how this process runs*: where it
-binds, its limits and its shutdown timings. `DATABASE_URL` is read here and nowhere else.
+binds, its limits and its shutdown timings. The environment is read here and nowhere else
+(`expansion_environment` hands it to the routes file's `${NAME}` values).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:8104/postgres"
 """Where `gateway demo` runs its embedded PostgreSQL (see gateway/devtools/embedded_pg.py)."""
+
+
+def expansion_environment() -> dict[str, str]:
+    """What `${NAME}` in a routes file reads: the process environment, where an unset
+    DATABASE_URL is the embedded demo database (so `dsn: ${DATABASE_URL}` always loads)."""
+    return {"DATABASE_URL": EMBEDDED_DATABASE_URL, **os.environ}
 
 
 class Settings(BaseSettings):
