@@ -31,6 +31,9 @@ class BackendRequest:
     deadline: float | None = None
     """Event-loop time (`loop.time()`) by which the whole call must be done, retries included;
     policies read it so a retry or backoff never outlives the endpoint. None: no deadline."""
+    identity: str = ""
+    """Who the call is made for when the client authenticated ("" otherwise): cached answers
+    are kept per identity, so one user's answer never reaches another."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,11 @@ class BackendResponse:
 
     status: int
     body: JSON
+    max_age: float | None = None
+    """Seconds the upstream says the answer may be reused (Cache-Control max-age, Expires);
+    None: it did not say."""
+    cacheable: bool = True
+    """False when the upstream forbids keeping the answer (no-store, private)."""
 
 
 Call = Callable[[BackendRequest], Awaitable[BackendResponse]]

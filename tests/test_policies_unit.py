@@ -32,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.policies.breaker import Breaker, Permit, State, guarded, is_failure
 from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.cache import Caches
 from gateway.policies.chain import Resilience
 from gateway.policies.coalesce import Flights, coalesce, coalesce_key
 from gateway.policies.hedge import hedge
@@ -671,7 +672,7 @@ class Wrapped:
         live = LiveBackend(
             name="b", kind="http", call=fake, hosts=(("b", fake),), resilience=backend
         )
-        self.resilience = Resilience({"b": live}, PolicyMetrics(self.registry))
+        self.resilience = Resilience({"b": live}, PolicyMetrics(self.registry), Caches(1 << 20))
         policies = policies_of(call or CallSpec(backend="b"), backend)
         self.call = self.resilience.wrap("b", policies)
 

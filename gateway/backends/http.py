@@ -25,6 +25,7 @@ import orjson
 from pydantic import Field, model_validator
 from yarl import URL
 
+from gateway.backends.freshness import freshness
 from gateway.backends.live import LiveBackend, OpenContext
 from gateway.config.models import BackendSpec, CallSpec, Problem, ResilienceSpec
 from gateway.config.refs import RefScope
@@ -143,6 +144,7 @@ def http_call(upstream: HttpUpstream) -> Call:
                 ) as response:
                     data = await response.read()
                     status = response.status
+                    headers = response.headers
             except aiohttp.ClientConnectionError as exc:
                 raise UpstreamUnavailable(f"cannot reach {upstream.name}: {exc}") from exc
             except aiohttp.ClientPayloadError as exc:
@@ -152,12 +154,16 @@ def http_call(upstream: HttpUpstream) -> Call:
                 raise UpstreamUnavailable(f"bad response from {upstream.name}: {exc}") from exc
         if not 200 <= status < 300:
             raise BadStatus(f"{upstream.name} answered {status}", status=status)
+        max_age, cacheable = freshness(
+            headers.get("Cache-Control"), headers.get("Expires"), headers.get("Date")
+        )
         try:
-            return BackendResponse(status, orjson.loads(data) if data else None)
+            body = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
             raise BadBody(
                 f"{upstream.name} answered a body that is not JSON", status=status
             ) from None
+        return BackendResponse(status, body, max_age, cacheable)
 
     return call
 

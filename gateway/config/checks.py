@@ -13,9 +13,10 @@ import re
 
 from gateway.backends.registry import KIND_FIELDS, BackendKind, kind_of, kinds
 from gateway.config.document import GatewaySpec
-from gateway.config.models import CallSpec, EndpointSpec, Problem, ProxySpec
+from gateway.config.models import BackendSpec, CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
 from gateway.config.values import HOP_BY_HOP
+from gateway.errors import ConfigError
 
 
 def path_params(path: str) -> list[str]:
@@ -49,6 +50,10 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
             problems.append((where, "give either `calls` or `proxy`, not both and not neither"))
         if endpoint.proxy is not None:
             problems += _check_proxy(spec, endpoint.proxy, params, f"{where}.proxy", known)
+            if endpoint.cache_control is not None:
+                problems.append(
+                    (f"{where}.cache_control", "a passthrough sends its upstream's own headers")
+                )
         names = [c.name or "" for c in endpoint.calls]
         for c_index, call in enumerate(endpoint.calls):
             scope = RefScope(tuple(params), tuple(call.needs), len(names))
@@ -105,7 +110,20 @@ def _check_call(
         kind = kind_of(backend)
         problems += _unused_fields(kind, call, where)
         problems += kind.check_call(backend, call, where, scope)
+        if call.cache is not None and not _idempotent(kind, backend, call):
+            problems.append(
+                (f"{where}.cache", "only idempotent calls are cached (add `idempotent: true`)")
+            )
     return problems
+
+
+def _idempotent(kind: BackendKind, backend: BackendSpec, call: CallSpec) -> bool:
+    if call.idempotent is not None:
+        return call.idempotent
+    try:
+        return kind.traits(backend, call).idempotent_by_default
+    except ConfigError:
+        return True  # a template that does not parse: reported once, by the kind's checks
 
 
 def _unused_fields(kind: BackendKind, call: CallSpec, where: str) -> list[Problem]:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
-from gateway.config.values import Duration, Share, UpperMethod
+from gateway.config.values import Duration, Lapse, Share, UpperMethod
 
 Problem = tuple[str, str]
 """(location like `endpoints[2].calls[0].backend`, why)."""
@@ -61,6 +61,26 @@ class HedgeSpec(Model):
     max: int = Field(default=1, ge=0, le=3, description="Extra copies at most; 0 turns it off.")
 
 
+class CacheSpec(Model):
+    """Keeping answers of idempotent calls (see gateway/policies/cache.py)."""
+
+    ttl: Duration | None = Field(
+        default=None,
+        description="How long an answer stays fresh; overrides the upstream's max-age/Expires. "
+        "Unset: as the upstream says (not kept when it says nothing).",
+    )
+    stale: Lapse = Field(
+        default=0.0,
+        description="After expiry, serve the old answer this long while one refresh runs.",
+    )
+    max_entries: int = Field(default=10_000, ge=1, description="Answers kept at most.")
+    shared: bool = Field(
+        default=False,
+        description="One entry for every client. Default: one per authenticated identity, so "
+        "a user's answer never reaches another user.",
+    )
+
+
 class ResilienceSpec(Model):
     """Resilience policies of a backend (see docs/resilience.md); every one is off by default."""
 
@@ -72,6 +92,9 @@ class ResilienceSpec(Model):
     hedge: HedgeSpec | None = None
     coalesce: bool = Field(
         default=False, description="Identical concurrent GETs share one upstream request."
+    )
+    cache: CacheSpec | None = Field(
+        default=None, description="Keep answers of idempotent calls to this backend."
     )
 
 
@@ -131,6 +154,9 @@ class CallSpec(Model):
         description="postgres: one row (404 if none), many rows (default), the first column "
         "of the first row, or stream (NDJSON; the endpoint's only call).",
     )
+    cache: CacheSpec | None = Field(
+        default=None, description="Overrides the backend's `cache` (idempotent calls only)."
+    )
 
 
 class ProxySpec(Model):
@@ -157,6 +183,11 @@ class EndpointSpec(Model):
     )
     calls: list[CallSpec] = Field(default_factory=list)
     proxy: ProxySpec | None = None
+    cache_control: str | None = Field(
+        default=None,
+        description="Cache-Control of this endpoint's own answers, e.g. 'public, max-age=30'; "
+        "with it the gateway answers ETag and 304 Not Modified to If-None-Match.",
+    )
 
     @model_validator(mode="after")
     def _name_calls(self) -> EndpointSpec:

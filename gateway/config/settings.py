@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="What `${DATABASE_URL}` in a postgres backend's dsn expands to; unset: "
         "the embedded PostgreSQL that `gateway demo` starts.",
     )
+    cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of answers every call cache of the process keeps together; past "
+        "it the largest cache evicts its least recently used (gateway_cache_evictions_total).",
+    )
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Comma-separated CIDRs of the proxies in front of the gateway whose "

@@ -60,6 +60,13 @@ Duration = Annotated[
     Field(gt=0),
 ]
 
+Lapse = Annotated[
+    float,
+    BeforeValidator(parse_duration, json_schema_input_type=str | float),
+    Field(ge=0),
+]
+"""A duration that may be zero (e.g. how long a stale answer may still be served)."""
+
 UpperMethod = Annotated[
     HttpMethod,
     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),

@@ -8,10 +8,13 @@ engine read one value and never the ASGI scope or a Starlette request.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
+
+import orjson
 
 from gateway.engine.templates import Sources
 
@@ -45,6 +48,17 @@ class RequestContext:
     @property
     def headers(self) -> Mapping[str, str]:
         return self.sources["header"]  # type: ignore[no-any-return]
+
+    @property
+    def identity(self) -> str:
+        """Who the client authenticated as ("" when it did not): a digest of the `auth`
+        source, so cached answers are kept per identity whatever an authenticator puts
+        there."""
+        auth = self.sources.get("auth")
+        if not auth:
+            return ""
+        encoded = orjson.dumps(auth, option=orjson.OPT_SORT_KEYS, default=str)
+        return hashlib.blake2b(encoded, digest_size=16).hexdigest()
 
     def with_source(self, name: str, value: Any) -> RequestContext:
         """A copy with one more (or a replaced) source."""

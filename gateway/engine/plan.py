@@ -107,6 +107,8 @@ class EndpointPlan:
     forward_headers: tuple[str, ...]
     error_details: bool
     calls: tuple[CallPlan, ...]
+    cache_control: str | None = None
+    """Cache-Control of the endpoint's own complete answers (with ETag and 304)."""
 
     @property
     def streams(self) -> bool:
@@ -126,13 +128,19 @@ def plan_endpoint(
         forward_headers=tuple(h.lower() for h in endpoint.forward_headers),
         error_details=endpoint.error_details,
         calls=tuple(
-            _plan_call(call, backends[call.backend], traits_of(backends[call.backend], call))
+            _plan_call(
+                call,
+                backends[call.backend],
+                traits_of(backends[call.backend], call),
+                f"{endpoint.method} {endpoint.path}",
+            )
             for call in endpoint.calls
         ),
+        cache_control=endpoint.cache_control,
     )
 
 
-def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> CallPlan:
+def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: str) -> CallPlan:
     name = call.name or ""
     return CallPlan(
         name=name,
@@ -158,6 +166,7 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> Call
             timeout=backend.timeout,
             idempotent_by_default=traits.idempotent_by_default,
             resilience=traits.resilience,
+            place=place,
         ),
         streams=traits.streams,
     )
@@ -195,6 +204,7 @@ def render_request(
     forwarded_query: tuple[tuple[str, str], ...],
     forwarded_headers: tuple[tuple[str, str], ...],
     deadline: float | None = None,
+    identity: str = "",
 ) -> BackendRequest:
     """The backend request for one call; MissingValue when a value it needs is absent."""
     try:
@@ -213,6 +223,7 @@ def render_request(
         headers=headers + tuple((k, v) for k, v in forwarded_headers if k not in own_headers),
         args=args,
         deadline=deadline,
+        identity=identity,
     )
 
 

@@ -2,8 +2,9 @@
 
 Outermost first (see docs/resilience.md for the why of each place):
 
-    coalesce -> retry -> hedge -> bulkhead -> breaker (per host) -> timeout -> backend
+    cache -> coalesce -> retry -> hedge -> bulkhead -> breaker (per host) -> timeout -> backend
 
+* cache outermost: a hit touches nothing below; misses of one key share one call below it.
 * coalesce outermost: identical concurrent requests share everything below, retries included.
 * retry outside hedge: a retry starts a fresh, possibly hedged, try; both stay idempotent-only.
 * bulkhead inside retry and hedge: every try and every copy holds a slot while in flight.

@@ -17,6 +17,7 @@ from typing import Protocol
 from gateway.config.models import ResilienceSpec
 from gateway.policies.breaker import Breaker, State, guarded
 from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.cache import Caches, cached
 from gateway.policies.coalesce import Flights, coalesce
 from gateway.policies.hedge import hedge
 from gateway.policies.metrics import BREAKER_STATES, PolicyMetrics
@@ -62,9 +63,12 @@ class BackendPolicies:
 class Resilience:
     """The policies of one app's live backends; `wrap` each call once, at start-up."""
 
-    def __init__(self, backends: Mapping[str, LiveCalls], metrics: PolicyMetrics) -> None:
+    def __init__(
+        self, backends: Mapping[str, LiveCalls], metrics: PolicyMetrics, caches: Caches
+    ) -> None:
         """Build every backend's shared state (breakers start closed, counters at zero)."""
         self.metrics = metrics
+        self.caches = caches
         self.backends: dict[str, BackendPolicies] = {}
         for name, live in backends.items():
             policy = live.resilience
@@ -119,6 +123,8 @@ class Resilience:
             )(call)
         if policies.coalesce:
             call = coalesce(state.flights, on_coalesced=m.coalesced.labels(backend).inc)(call)
+        if policies.cache is not None:
+            call = cached(policies.cache, self.caches)(call)
         return call
 
     def _breaker_changed(self, breaker: Breaker, old: State, new: State) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.models import CallSpec, HedgeSpec, ResilienceSpec, RetrySpec
+from gateway.policies.cache import CachePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,10 +17,16 @@ class CallPolicies:
     retry: RetrySpec | None = None
     hedge: HedgeSpec | None = None
     coalesce: bool = False
+    cache: CachePolicy | None = None
 
 
 def resolve_policies(
-    call: CallSpec, *, timeout: float, idempotent_by_default: bool, resilience: ResilienceSpec
+    call: CallSpec,
+    *,
+    timeout: float,
+    idempotent_by_default: bool,
+    resilience: ResilienceSpec,
+    place: str = "",
 ) -> CallPolicies:
     """The call's own settings win over its backend's (`timeout`, `resilience`); a call that
     is not idempotent is never repeated.
@@ -31,6 +38,14 @@ def resolve_policies(
     idempotent = call.idempotent if call.idempotent is not None else idempotent_by_default
     retry = call.retry or resilience.retry
     hedge = call.hedge or resilience.hedge
+    cache_spec = call.cache or resilience.cache
+    cache = None
+    if idempotent and cache_spec is not None:
+        # a call's own cache is its own; the backend's is shared by the backend's calls
+        name = f"{call.backend} {place}.{call.name}".strip() if call.cache else call.backend
+        cache = CachePolicy(
+            name, cache_spec.ttl, cache_spec.stale, cache_spec.max_entries, cache_spec.shared
+        )
     return CallPolicies(
         timeout=call.timeout if call.timeout is not None else timeout,
         idempotent=idempotent,
@@ -38,4 +53,5 @@ def resolve_policies(
         hedge=hedge if idempotent and hedge is not None and hedge.max > 0 else None,
         coalesce=idempotent
         and (call.coalesce if call.coalesce is not None else resilience.coalesce),
+        cache=cache,
     )

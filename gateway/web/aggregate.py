@@ -8,6 +8,7 @@ succeeded and `X-Gateway-Complete: true|false`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ def aggregation_handler(
         context: RequestContext,
         forwarded: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]],
         deadline: float,
+        identity: str,
     ) -> Node:
         backend_call = calls[call.name]
         forwarded_query, forwarded_headers = forwarded
@@ -54,7 +56,7 @@ def aggregation_handler(
             # the results of the calls finished so far are the `calls` source
             sources = {**context.sources, "calls": results}
             backend_request = render_request(
-                call, sources, forwarded_query, forwarded_headers, deadline
+                call, sources, forwarded_query, forwarded_headers, deadline, identity
             )
             response = await backend_call(backend_request)
             return pick_field(response.body, call.shape.pick)
@@ -81,11 +83,15 @@ def aggregation_handler(
         )
         deadline = asyncio.get_running_loop().time() + plan.timeout
         forwarded = (forwarded_query, forwarded_headers)
+        identity = context.identity
         outcomes = await execute(
-            [node(call, context, forwarded, deadline) for call in plan.calls], deadline
+            [node(call, context, forwarded, deadline, identity) for call in plan.calls], deadline
         )
         _observe(metrics, plan.path, outcomes)
-        return respond(plan, by_name, outcomes)
+        response = respond(plan, by_name, outcomes)
+        if plan.cache_control is not None:
+            return revalidated(response, plan.cache_control, headers.get("if-none-match"))
+        return response
 
     return handle
 
@@ -121,6 +127,28 @@ def respond(
         media_type="application/json",
         headers={"X-Gateway-Complete": "false" if failed else "true"},
     )
+
+
+def revalidated(response: Response, cache_control: str, if_none_match: str | None) -> Response:
+    """A complete answer with the endpoint's Cache-Control and an ETag (a digest of the merged
+    body), or 304 Not Modified when the client already has it. Partial and failed answers
+    are never to be kept: `no-store`."""
+    if response.status_code != 200 or response.headers.get("x-gateway-complete") != "true":
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    etag = '"' + hashlib.blake2b(response.body, digest_size=16).hexdigest() + '"'
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache_control})
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = cache_control
+    return response
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: `*`, or any listed tag equal to ours (weak comparison)."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
 def _failure_status(

@@ -26,6 +26,7 @@ from gateway.config.values import HTTP_METHODS
 from gateway.engine.plan import EndpointPlan, plan_endpoint
 from gateway.observability.loop_lag import lag_histogram, monitoring_lag
 from gateway.observability.metrics import GatewayMetrics
+from gateway.policies.cache import CacheCollector, Caches
 from gateway.policies.chain import Resilience
 from gateway.policies.metrics import PolicyMetrics
 from gateway.web.aggregate import aggregation_handler
@@ -64,7 +65,10 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             for name, backend in live.items():
                 if backend.readiness is not None:
                     health.checks[f"{backend.kind}:{name}"] = backend.readiness
-            resilience = Resilience(live, PolicyMetrics(metrics.registry))
+            caches = Caches(settings.cache_max_bytes)
+            stack.push_async_callback(caches.aclose)
+            metrics.registry.register(CacheCollector(caches))
+            resilience = Resilience(live, PolicyMetrics(metrics.registry), caches)
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
             wiring = _Wiring(spec, live, resilience, metrics, settings, forwarding)
             app.router.routes = [
