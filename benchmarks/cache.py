@@ -1,0 +1,123 @@
+"""Call cache benchmark: the demo's product page with its catalog calls cached, against the
+same page uncached, side by side in one run.
+
+    python -m benchmarks.cache [--seconds 8] [--clients 16]
+
+The page is examples/demo.yaml's /api/products/{id}: the product and its author from the
+catalog (the author needs the product), and its reviews. Two gateways serve it from the same
+catalog and reviews services; one has `cache: {ttl: 30s}` on the catalog backend. Closed-loop
+clients fetch the pages of 20 products, alternating rounds between the two gateways so drift
+in machine load hits both alike. Targets: req/s cached / uncached >= 2, p50 <= 0.6.
+Every process is started here on 127.0.0.1 ephemeral ports and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.processes import Running, start_gateway, start_service
+
+PAGE = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}", timeout: 2s, max_connections: 200{cache}}}
+  reviews: {{kind: http, url: "{reviews}", timeout: 2s, max_connections: 200}}
+endpoints:
+  - path: /api/products/{{id}}
+    timeout: 2s
+    calls:
+      - name: product
+        backend: catalog
+        path: /products/{{id}}
+        allow: [id, name, price_cents, author_id, tags, dimensions.width_mm]
+        rename: {{price_cents: price}}
+        required: true
+      - name: author
+        backend: catalog
+        path: /authors/{{calls.product.author_id}}
+        needs: [product]
+        allow: [name, country]
+        group: author
+      - name: reviews
+        backend: reviews
+        path: /reviews
+        query: {{product: "{{id}}"}}
+        allow: [average, reviews.rating, reviews.text]
+        group: reviews
+"""
+
+
+async def round_of(
+    session: aiohttp.ClientSession, base: str, clients: int, seconds: float
+) -> list[float]:
+    samples: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            async with session.get(f"{base}/api/products/{1 + i % 20}") as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{base} answered {response.status}")
+            samples.append(time.perf_counter() - started)
+            i += 1
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return samples
+
+
+async def compare(
+    cached: Running, uncached: Running, clients: int, seconds: float
+) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"cached": [], "uncached": []}
+    connector = aiohttp.TCPConnector(limit=2 * clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for gateway in (cached, uncached):
+            await round_of(session, gateway.url, clients, 1.0)  # warm-up (fills the cache)
+        for _ in range(4):
+            for name, gateway in (("cached", cached), ("uncached", uncached)):
+                results[name] += await round_of(session, gateway.url, clients, seconds / 4)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per gateway")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args(argv)
+    catalog, reviews = start_service("catalog"), start_service("reviews")
+    gateways: list[Running] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, cache in (("cached", ", cache: {ttl: 30s}"), ("uncached", "")):
+                path = Path(tmp) / f"{name}.yaml"
+                path.write_text(PAGE.format(catalog=catalog.url, reviews=reviews.url, cache=cache))
+                gateways.append(start_gateway(path, env={"GATEWAY_LOG_LEVEL": "warning"}))
+            results = asyncio.run(compare(gateways[0], gateways[1], args.clients, args.seconds))
+    finally:
+        for process in (*gateways, catalog, reviews):
+            process.stop()
+    rate = {name: len(samples) / args.seconds for name, samples in results.items()}
+    p50 = {name: statistics.median(samples) for name, samples in results.items()}
+    print(f"demo product page, {args.clients} clients, 20 products, {args.seconds:g} s per gateway")
+    for name in ("cached", "uncached"):
+        print(f"  {name:9s} {rate[name]:8.0f} req/s   p50 {p50[name] * 1000:6.2f} ms")
+    print(f"  req/s ratio   {rate['cached'] / rate['uncached']:6.2f}   (target >= 2)")
+    print(f"  p50 ratio     {p50['cached'] / p50['uncached']:6.2f}   (target <= 0.6)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
