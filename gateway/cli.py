@@ -94,8 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.config)  # before uvicorn: a bad file is one line, not a traceback
     os.environ["GATEWAY_CONFIG"] = str(Path(args.config).resolve())  # for worker processes
     settings = Settings(**overrides, config=os.environ["GATEWAY_CONFIG"])
-    serve(spec, settings, fd=args.fd)
-    return 0
+    return serve(spec, settings, fd=args.fd)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -21,3 +21,8 @@ def hold(port: str) -> dict[str, Any]:
         sock.sendall(f"{os.getpid()}\n".encode())
         sock.recv(1)  # returns when the test closes the connection (or kills this worker)
     return {"pid": os.getpid()}
+
+
+def pid() -> dict[str, Any]:
+    """A legacy function: the PID of the gateway (worker) process that ran the call."""
+    return {"pid": os.getpid()}

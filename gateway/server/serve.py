@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import logging.config
 import socket
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
-from uvicorn.supervisors import Multiprocess
 
 from gateway.config.document import GatewaySpec
 from gateway.config.loader import load_spec
 from gateway.config.settings import Settings
 from gateway.server.accept import BatchAcceptServer
 from gateway.server.protocol import CountingHttpToolsProtocol
+from gateway.server.workers import Workers, reuse_port_socket
 from gateway.web.app import create_app
 from gateway.web.health import Health
 
@@ -98,35 +99,48 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,  # per-request logging costs ~15% throughput; metrics carry the counts
-        workers=settings.workers,
-        factory=isinstance(app, str),
+        workers=1,  # several workers are gateway/server/workers.py's, not uvicorn's
     )
 
 
-def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> None:
-    """Serve until a signal; returns after a clean shutdown.
+def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> int:
+    """Serve until a signal; returns the exit code after a clean shutdown (0).
 
     `fd` is an inherited listening socket (tests, benchmarks). It is adopted as it is rather
     than through uvicorn's `fd=`, which wraps it as a Unix socket: its connections would then
     miss TCP_NODELAY and every small response would wait ~40 ms for a delayed ACK. Adopted,
     the server owns the one descriptor, so closing the listener at shutdown really closes it.
+    With `--workers N` every worker runs this same server (gateway/server/workers.py).
     """
-    inherited = [socket.socket(fileno=fd)] if fd is not None else None
+    inherited = socket.socket(fileno=fd) if fd is not None else None
     if settings.workers > 1:
-        # Each worker is a separate process that loads the routes file itself (by path, from
-        # GATEWAY_CONFIG) through `app_from_settings`. The drain period applies per process
-        # only with one worker; on Kubernetes run one worker per pod and scale by replicas.
-        config = uvicorn_config("gateway.server.serve:app_from_settings", settings)
-        Multiprocess(config, sockets=inherited or [config.bind_socket()]).run()
-        return
+        if settings.config is None:
+            raise RuntimeError("workers load the routes file by path: GATEWAY_CONFIG is unset")
+        overrides = {
+            "host": settings.host,
+            "port": settings.port,
+            "workers": 1,
+            "config": settings.config,
+        }
+        # the supervisor logs like a worker does (its own steps: start, stop, replace)
+        logging.config.dictConfig(log_config(settings.log_level))
+        workers = Workers(settings.workers, run_worker, overrides, inherited)
+        return workers.run(settings.drain_seconds, settings.graceful_timeout_seconds)
+    serve_one(spec, settings, inherited)
+    return 0
+
+
+def run_worker(overrides: dict[str, Any], shared: socket.socket | None) -> None:
+    """One worker process of `--workers N`: its settings, its own SO_REUSEPORT socket (or
+    the shared inherited one), and the same server as a single process."""
+    settings = Settings(**overrides)
+    assert settings.config is not None, "the supervisor sets the routes file"
+    sock = shared or reuse_port_socket(settings.host, settings.port, settings.backlog)
+    serve_one(load_spec(settings.config), settings, sock)
+
+
+def serve_one(spec: GatewaySpec, settings: Settings, sock: socket.socket | None) -> None:
+    """One process's server: the app, batched accepts, the drain on SIGTERM."""
     app = create_app(spec, settings)
     server = DrainingServer(uvicorn_config(app, settings), app.state.health, settings.drain_seconds)
-    server.run(sockets=inherited)
-
-
-def app_from_settings() -> object:
-    """App factory for worker processes: the routes file comes from GATEWAY_CONFIG."""
-    settings = Settings()
-    if settings.config is None:
-        raise RuntimeError("GATEWAY_CONFIG is not set")
-    return create_app(load_spec(settings.config), settings)
+    server.run(sockets=[sock] if sock is not None else None)
