@@ -1,0 +1,412 @@
+"""fanout against nginx, haproxy and the "floor" (benchmarks/floor.py), side by side in one run.
+
+    python -m benchmarks.compare [--seconds 8] [--runs 3] [--only passthrough,fanout,workers]
+
+Every system is started here, on 127.0.0.1 ephemeral ports, and stopped by PID at the end:
+nginx and haproxy when installed (`apt-get install nginx haproxy wrk`), the floor app, fanout,
+and the backend (benchmarks/upstream.py). On a 2-core machine each proxy is pinned to core 1
+(`taskset`), wrk and the backend to core 0, so a proxy's CPU time per request is its own.
+Figures are medians of `--runs` runs of `--seconds` each:
+
+* passthrough of a ~300-byte JSON at 64 connections: req/s, CPU us/request, and / nginx;
+* aggregation against a 20 ms backend: one call and a 3-call fan-out at 256 connections
+  (req/s, CPU us/request, fanout / floor), and the latency ratio 3 calls / 1 call at 10;
+* `--workers 2` against 1 worker (unpinned), at 64 and 512 connections: req/s and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+PROXY_CPU, LOAD_CPU = "1", "0"
+
+FANOUT = """
+version: 1
+backends:
+  up: {{kind: http, url: "http://127.0.0.1:{up}", timeout: 5s, max_connections: 1024}}
+endpoints:
+  - path: /pass/{{rest:path}}
+    proxy: {{backend: up, path: "/{{rest}}"}}
+  - path: /one
+    timeout: 10s
+    calls:
+      - {{name: a, backend: up, path: /products/1, query: {{delay: "20"}}, group: a}}
+  - path: /three
+    timeout: 10s
+    calls:
+      - {{name: a, backend: up, path: /products/1, query: {{delay: "20"}}, group: a}}
+      - {{name: b, backend: up, path: /products/2, query: {{delay: "20"}}, group: b}}
+      - {{name: c, backend: up, path: /products/3, query: {{delay: "20"}}, group: c}}
+"""
+
+NGINX = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream up {{ server 127.0.0.1:{up}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /pass/ {{
+            proxy_pass http://up/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+HAPROXY = """
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend front
+    bind 127.0.0.1:{port}
+    http-request replace-path /pass(/.*) \\1
+    default_backend up
+backend up
+    server one 127.0.0.1:{up}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class System:
+    """A started process (and its children) serving on `port`."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        try:
+            parent = psutil.Process(self.process.pid)
+            procs = [parent, *parent.children(recursive=True)]
+            return sum(sum(p.cpu_times()[:2]) for p in procs)
+        except psutil.NoSuchProcess:
+            return 0.0
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a benchmark process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port that is not open yet, not test synchronisation
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextmanager
+def started(
+    name: str, argv: Sequence[str], port: int, cpu: str | None, env: dict[str, str] | None = None
+) -> Iterator[System]:
+    command = ["taskset", "-c", cpu, *argv] if cpu is not None else list(argv)
+    process = subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port, process)
+        yield System(name, process, port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Load:
+    rate: float
+    p50: float
+    p99: float
+    requests: int
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def wrk(url: str, connections: int, seconds: float, cpu: str | None = LOAD_CPU) -> Load:
+    threads = min(2, connections)
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    if cpu is not None:
+        argv = ["taskset", "-c", cpu, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    failures = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if failures and sum(int(n) for n in failures.groups()) > 0:
+        print(f"  (wrk {url} at {connections} connections: {failures.group(0)})", file=sys.stderr)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors and int(errors.group(1)) > total // 100:
+        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx answers:\n{out}")
+
+    def percentile(label: str) -> float:
+        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s|m)\b", out)
+        assert match, out
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    return Load(rate, percentile("50"), percentile("99"), total)
+
+
+def measure(
+    system: System, url: str, connections: int, seconds: float, cpu: str | None
+) -> tuple[Load, float]:
+    """(the load's figures, the system's CPU seconds per request during it)."""
+    wrk(url, connections, 1.0, cpu)  # warm-up: connections, caches, JITs
+    before = system.cpu_seconds()
+    load = wrk(url, connections, seconds, cpu)
+    used = system.cpu_seconds() - before
+    return load, used / max(1, load.requests)
+
+
+def median_of(
+    runs: int, system: System, url: str, connections: int, seconds: float, cpu: str | None
+) -> tuple[Load, float]:
+    """`measure` `runs` times: the median of each figure."""
+    results = [measure(system, url, connections, seconds, cpu) for _ in range(runs)]
+    loads = [r[0] for r in results]
+    return (
+        Load(
+            statistics.median(load.rate for load in loads),
+            statistics.median(load.p50 for load in loads),
+            statistics.median(load.p99 for load in loads),
+            sum(load.requests for load in loads),
+        ),
+        statistics.median(r[1] for r in results),
+    )
+
+
+def python() -> str:
+    return sys.executable
+
+
+def gateway_argv(config: Path, port: int, workers: int = 1) -> list[str]:
+    return [
+        python(),
+        "-m",
+        "gateway",
+        "run",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+GATEWAY_ENV = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_MAX_IN_FLIGHT": "100000"}
+
+
+def passthrough(args: argparse.Namespace, up: int, tmp: Path) -> None:
+    rows: list[tuple[str, Load, float]] = []
+    candidates: list[tuple[str, Callable[[int], list[str]]]] = []
+    if shutil.which("nginx"):
+
+        def nginx_argv(port: int) -> list[str]:
+            conf = tmp / "nginx.conf"
+            conf.write_text(NGINX.format(tmp=tmp, up=up, port=port))
+            return ["nginx", "-c", str(conf), "-p", str(tmp)]
+
+        candidates.append(("nginx proxy_pass, 1 worker", nginx_argv))
+    if shutil.which("haproxy"):
+
+        def haproxy_argv(port: int) -> list[str]:
+            conf = tmp / "haproxy.cfg"
+            conf.write_text(HAPROXY.format(up=up, port=port))
+            return ["haproxy", "-f", str(conf), "-db"]
+
+        candidates.append(("haproxy, 1 thread", haproxy_argv))
+    candidates.append(
+        (
+            "floor: Starlette + uvicorn + aiohttp",
+            lambda port: [
+                python(),
+                "-m",
+                "benchmarks.floor",
+                "--upstream",
+                f"http://127.0.0.1:{up}",
+                "--port",
+                str(port),
+            ],
+        )
+    )
+    config = tmp / "fanout.yaml"
+    config.write_text(FANOUT.format(up=up))
+    candidates.append(("fanout passthrough route", lambda port: gateway_argv(config, port)))
+    for name, argv in candidates:
+        port = free_port()
+        with started(name, argv(port), port, PROXY_CPU, GATEWAY_ENV) as system:
+            url = f"http://127.0.0.1:{port}/pass/products/1"
+            load, cpu = median_of(args.runs, system, url, 64, args.seconds, LOAD_CPU)
+        rows.append((name, load, cpu))
+    reference = rows[0][1].rate
+    print(
+        f"passthrough of a ~300-byte JSON, 64 connections, "
+        f"{args.runs} runs of {args.seconds:g} s (medians)"
+    )
+    print(f"  {'system':40s} {'req/s':>8s} {'CPU us/req':>11s} {'/ first':>8s}")
+    for name, load, cpu in rows:
+        print(f"  {name:40s} {load.rate:8.0f} {cpu * 1e6:11.0f} {load.rate / reference:8.3f}")
+    by_name = {name: (load, cpu) for name, load, cpu in rows}
+    floor, ours = (
+        by_name["floor: Starlette + uvicorn + aiohttp"],
+        by_name["fanout passthrough route"],
+    )
+    print(
+        f"  fanout / floor: CPU per request {ours[1] / floor[1]:.2f} (target <= 0.9), "
+        f"req/s {ours[0].rate / floor[0].rate:.2f} (target >= 1.1)"
+    )
+
+
+def aggregation(args: argparse.Namespace, up: int, tmp: Path) -> None:
+    config = tmp / "fanout.yaml"
+    config.write_text(FANOUT.format(up=up))
+    systems = [
+        (
+            "floor",
+            lambda port: [
+                python(),
+                "-m",
+                "benchmarks.floor",
+                "--upstream",
+                f"http://127.0.0.1:{up}",
+                "--port",
+                str(port),
+            ],
+        ),
+        ("fanout", lambda port: gateway_argv(config, port)),
+    ]
+    results: dict[tuple[str, str, int], tuple[Load, float]] = {}
+    for name, argv in systems:
+        port = free_port()
+        with started(name, argv(port), port, PROXY_CPU, GATEWAY_ENV) as system:
+            for path, connections in (("/one", 10), ("/three", 10), ("/one", 256), ("/three", 256)):
+                url = f"http://127.0.0.1:{port}{path}"
+                results[(name, path, connections)] = median_of(
+                    args.runs, system, url, connections, args.seconds, LOAD_CPU
+                )
+    print(f"aggregation against a 20 ms backend, {args.runs} runs of {args.seconds:g} s (medians)")
+    print(f"  {'':28s} {'floor':>22s} {'fanout':>22s} {'fanout/floor':>13s}")
+    for path in ("/one", "/three"):
+        floor, ours = results[("floor", path, 256)], results[("fanout", path, 256)]
+        label = "1 call" if path == "/one" else "3-call fan-out"
+        print(
+            f"  {label + ', 256 conns, req/s':28s} {floor[0].rate:22.0f} {ours[0].rate:22.0f} "
+            f"{ours[0].rate / floor[0].rate:13.2f}"
+        )
+        print(
+            f"  {label + ', CPU us/request':28s} {floor[1] * 1e6:22.0f} {ours[1] * 1e6:22.0f} "
+            f"{ours[1] / floor[1]:13.2f}"
+        )
+    for name in ("floor", "fanout"):
+        ratio = results[(name, "/three", 10)][0].p50 / results[(name, "/one", 10)][0].p50
+        print(f"  {name}: p50 3 calls / 1 call at 10 connections {ratio:.3f} (target <= 1.03)")
+
+
+def workers(args: argparse.Namespace, up: int, tmp: Path) -> None:
+    config = tmp / "fanout.yaml"
+    config.write_text(FANOUT.format(up=up))
+    results: dict[tuple[int, int], tuple[Load, float]] = {}
+    for count in (1, 2):
+        port = free_port()
+        argv = gateway_argv(config, port, count)
+        with started(f"fanout x{count}", argv, port, None, GATEWAY_ENV) as system:
+            time.sleep(
+                2 if count > 1 else 0
+            )  # every worker listening, not synchronisation of a test
+            for connections in (64, 512):
+                url = f"http://127.0.0.1:{port}/three"
+                results[(count, connections)] = median_of(
+                    args.runs, system, url, connections, args.seconds, None
+                )
+    print(
+        f"--workers 2 against 1 (unpinned), 3-call fan-out, {args.runs} runs of {args.seconds:g} s"
+    )
+    for connections in (64, 512):
+        one, two = results[(1, connections)], results[(2, connections)]
+        print(
+            f"  {connections:4d} connections: req/s {one[0].rate:7.0f} -> {two[0].rate:7.0f} "
+            f"(x{two[0].rate / one[0].rate:.2f}, target >= 1.8); p99 {one[0].p99 * 1000:7.1f} ms "
+            f"-> {two[0].p99 * 1000:7.1f} ms (x{two[0].p99 / one[0].p99:.2f}, target <= 1.5)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="passthrough,aggregation,workers")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print(
+            "benchmarks.compare needs wrk: apt-get install wrk (and nginx haproxy)", file=sys.stderr
+        )
+        return 1
+    chosen = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
+        tmp = Path(name)
+        up = free_port()
+        stack.enter_context(
+            started(
+                "upstream", [python(), "-m", "benchmarks.upstream", "--port", str(up)], up, LOAD_CPU
+            )
+        )
+        for section, run in (
+            ("passthrough", passthrough),
+            ("aggregation", aggregation),
+            ("workers", workers),
+        ):
+            if section in chosen:
+                run(args, up, tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
