@@ -81,7 +81,7 @@ def _check_for_each(call: CallSpec, calls: list[CallSpec], index: int, where: st
     if head != "calls" or not name:
         return [(at, "name a list in an earlier call's result: calls.<name>[.path]")]
     problems: list[Problem] = []
-    if rest and (why := path_problem(rest)):
+    if why := path_problem(call.for_each):
         problems.append((at, why))
     source, found = _earlier(name, calls, index, "for_each", at)
     problems += found

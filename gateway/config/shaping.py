@@ -7,9 +7,9 @@ rules (well-formed, where `*` may stand) are checked in `gateway.config.collecti
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class Model(BaseModel):
@@ -60,8 +60,21 @@ class ShapeSpec(Model):
     limit: LimitSpec | None = None
 
 
-Shape = ShapeSpec | list[ShapeSpec]
-"""A `shape:` value: one mapping, or several run in order."""
+UNION_TAGS = ("shape-mapping", "shape-list")
+"""How pydantic names the two forms of `shape:` in error locations; the loader drops them
+(the user never wrote them)."""
+
+
+def _form(value: Any) -> str:
+    return UNION_TAGS[1] if isinstance(value, list) else UNION_TAGS[0]
+
+
+Shape = Annotated[
+    Annotated[ShapeSpec, Tag(UNION_TAGS[0])] | Annotated[list[ShapeSpec], Tag(UNION_TAGS[1])],
+    Discriminator(_form),
+]
+"""A `shape:` value: one mapping, or several run in order. Validated as the form it has,
+so a mistake is reported once, not once per form."""
 
 
 class JoinSpec(Model):
