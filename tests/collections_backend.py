@@ -3,8 +3,9 @@
 
 * ``GET /items?n=20[&authors=K]``: ``{"items": [...]}``, item ``i`` (1..n) with ``id``,
   ``author_id`` (``1 + (i-1) % K``, or ``i``), ``sku`` and ``tags``.
-* ``GET /item/{id}[?delay=100ms][&fail=3,7][&flaky=5]``: one item; ids in ``fail`` answer
-  503, an id in ``flaky`` answers 503 to its first request only.
+* ``GET /item/{id}[?delay=100ms][&fail=3,7][&flaky=5][&slow=2]``: one item; ids in ``fail``
+  answer 503, an id in ``flaky`` answers 503 to its first request only, ids in ``slow`` take
+  5 s.
 * ``GET /author/{id}[?delay=]``: one author.
 * ``GET /ratings?ids=1,2,3``: ratings of the even ids only (a batched call with misses).
 * ``GET /doc/{name}``: a KrakenD flatmap example's input (tests/flatmap_examples.py).
@@ -29,6 +30,7 @@ from services.debug_routes import ORJSONResponse, error_response
 from services.faults import parse_duration
 from tests.flatmap_examples import EXAMPLES, NOTATION_INPUT
 
+SLOW_SECONDS = 5.0
 DOCS: dict[str, Any] = {"notation": NOTATION_INPUT, **{k: v[0] for k, v in EXAMPLES.items()}}
 
 
@@ -91,6 +93,8 @@ async def items(request: Request) -> Response:
 
 async def one_item(request: Request) -> Response:
     key = request.path_params["id"]
+    if key in _ids(request, "slow"):
+        await asyncio.sleep(SLOW_SECONDS)
     if key in _ids(request, "fail"):
         return error_response(503, f"item {key} failed on purpose")
     if key in _ids(request, "flaky") and f"flaky:{key}" not in counts.seen:
