@@ -34,6 +34,8 @@ import aiohttp
 from benchmarks.core import latencies
 from tests.processes import start_gateway, start_service
 
+PAGE = "{name: page, backend: catalog, path: /products, query: {limit: '20', delay: 20ms}, "
+PAGE += "target: items, group: page}"
 CONFIG = """
 version: 1
 backends:
@@ -44,7 +46,7 @@ endpoints:
       - {{name: one, backend: catalog, path: /products/1, query: {{delay: 20ms}}}}
   - path: /dependent
     calls:
-      - {{name: page, backend: catalog, path: /products, query: {{limit: "20", delay: 20ms}}, target: items, group: page}}
+      - {page}
       - name: first
         backend: catalog
         path: "/products/{{calls.page.0.id}}"
@@ -53,7 +55,7 @@ endpoints:
         group: first
   - path: /enriched
     calls:
-      - {{name: page, backend: catalog, path: /products, query: {{limit: "20", delay: 20ms}}, target: items, group: page}}
+      - {page}
       - name: detail
         backend: catalog
         path: "/products/{{item.id}}"
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = start_service("catalog")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
-        config.write_text(CONFIG.format(catalog=catalog.url))
+        config.write_text(CONFIG.format(catalog=catalog.url, page=PAGE))
         gateway = start_gateway(config, env={"GATEWAY_LOG_LEVEL": "warning"})
         try:
             p50 = asyncio.run(measure(gateway.url, args.clients, args.seconds))

@@ -141,6 +141,17 @@ def test_a_single_row_is_not_a_list(result: str) -> None:
     )
 
 
+def test_a_streamed_answer_is_not_shaped() -> None:
+    found = problems(
+        "      - {backend: db, sql: 'SELECT 1', result: stream, shape: {limit: {n: 1}}}\n",
+        "    shape: {del: [a]}\n",
+    )
+    assert "c.yaml: endpoints[0].shape: a streamed (`result: stream`) answer is not shaped" in found
+    assert (
+        "c.yaml: endpoints[0].calls[1].shape: a `stream` call sends its rows as they come" in found
+    )
+
+
 def test_an_endpoint_shape_is_checked_too() -> None:
     found = problems("", "    shape: {move: {'a.*.b': 'c'}}\n")
     assert found == [

@@ -37,6 +37,14 @@ def check_collections(endpoint: EndpointSpec, where: str) -> list[Problem]:
         problems += _check_join(call, endpoint.calls, index, at)
         problems += check_shape(call.shape, f"{at}.shape")
     problems += check_shape(endpoint.shape, f"{where}.shape")
+    streamed = [c for c in endpoint.calls if c.result == "stream"]
+    if streamed and endpoint.shape is not None:
+        problems.append((f"{where}.shape", "a streamed (`result: stream`) answer is not shaped"))
+    for call in streamed:
+        used = [f for f in ("for_each", "join", "shape") if getattr(call, f) is not None]
+        if used:
+            at = f"{where}.calls[{endpoint.calls.index(call)}]"
+            problems.append((f"{at}.{used[0]}", "a `stream` call sends its rows as they come"))
     return problems
 
 
