@@ -1,6 +1,6 @@
 """Collections benchmark: what enriching every item of a 20-item page with `for_each` costs.
 
-    python -m benchmarks.collections [--seconds 8] [--clients 4]
+    python -m benchmarks.collections [--seconds 8] [--clients 2]
 
 Three endpoints against the same catalog service, every backend answer delayed 20 ms:
 
@@ -12,9 +12,11 @@ Three endpoints against the same catalog service, every backend answer delayed 2
 The headline ratio is p50(/enriched) / p50(/dependent): what 20 element calls cost next to
 one (target <= 1.3: the elements run concurrently, so twenty cost about one). The second
 ratio, p50(/enriched) / p50(/single), says the same against one call: about 2, the page and
-then its elements, never 21. Rounds of the three alternate so drift in machine load hits all
-alike. Few clients by default: each /enriched request is 21 backend requests, and on 2 shared
-cores many clients would measure the catalog service's CPU, not the fan-out.
+then its elements, never 21. The gateway's CPU time per request of each says what one more
+element call costs it. Rounds of the three alternate so drift in machine load hits all
+alike. Two clients by default: each /enriched request is 21 backend requests, so 4 clients
+already keep 80 requests at once on the one catalog process, and on 2 shared cores its CPU,
+not the fan-out, then sets the latency.
 
 Processes: one catalog service, one gateway worker, and the load generator in this process,
 on 127.0.0.1 ephemeral ports; every process is stopped by PID at the end.
@@ -30,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from benchmarks.core import latencies
 from tests.processes import start_gateway, start_service
@@ -68,9 +71,13 @@ endpoints:
 PATHS = ("/single", "/dependent", "/enriched")
 
 
-async def measure(base: str, clients: int, seconds: float) -> dict[str, float]:
-    """p50 of each endpoint, in seconds, over alternating rounds."""
+async def measure(
+    base: str, gateway: psutil.Process, clients: int, seconds: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """p50 of each endpoint, and the gateway's CPU seconds per request of each, in seconds,
+    over alternating rounds."""
     samples: dict[str, list[float]] = {path: [] for path in PATHS}
+    cpu: dict[str, float] = dict.fromkeys(PATHS, 0.0)
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(f"{base}/enriched") as response:  # the answer is what we expect
@@ -80,8 +87,11 @@ async def measure(base: str, clients: int, seconds: float) -> dict[str, float]:
         await latencies(session, f"{base}/enriched", clients, 1.0)  # warm-up
         for _ in range(4):
             for path in PATHS:
+                before = sum(gateway.cpu_times()[:2])
                 samples[path] += await latencies(session, base + path, clients, seconds / 12)
-    return {path: statistics.median(values) for path, values in samples.items()}
+                cpu[path] += sum(gateway.cpu_times()[:2]) - before
+    p50 = {path: statistics.median(values) for path, values in samples.items()}
+    return p50, {path: cpu[path] / len(samples[path]) for path in PATHS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time in all")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent clients")
     args = parser.parse_args(argv)
 
     catalog = start_service("catalog")
@@ -98,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         config.write_text(CONFIG.format(catalog=catalog.url, page=PAGE))
         gateway = start_gateway(config, env={"GATEWAY_LOG_LEVEL": "warning"})
         try:
-            p50 = asyncio.run(measure(gateway.url, args.clients, args.seconds))
+            process = psutil.Process(gateway.process.pid)
+            p50, cpu = asyncio.run(measure(gateway.url, process, args.clients, args.seconds))
         finally:
             gateway.stop()
             catalog.stop()
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  p50 page + 20 for_each calls    {enriched * 1000:7.1f} ms")
     print(f"  ratio for_each / dependent      {enriched / dependent:7.3f}   (target <= 1.3)")
     print(f"  ratio for_each / one call       {enriched / single:7.3f}   (two round trips: ~2)")
+    extra = (cpu["/enriched"] - cpu["/dependent"]) / 19
+    print(f"  gateway CPU per request: dependent {cpu['/dependent'] * 1e6:5.0f} us, ", end="")
+    print(f"for_each {cpu['/enriched'] * 1e6:5.0f} us ({extra * 1e6:.0f} us per extra call)")
     return 0
 
 
