@@ -20,7 +20,8 @@
         ├── FunctionFailed       a legacy client or compute function raised
         ├── NoRow                a `result: one` SQL call found no row (-> 404)
         ├── BadArgument          the database refused a bind value, e.g. out of range (-> 400)
-        └── Skipped              a call this one `needs` failed, so it never ran
+        ├── Skipped              a call this one `needs` failed, so it never ran
+        └── TooManyItems         a `for_each` list is longer than the call's `max_items`
 
 Lower-layer errors (aiohttp, asyncpg, asyncio) are translated into these at the backend
 boundary; anything else is a bug and becomes a 500 (logged once, with the request id).
@@ -152,3 +153,7 @@ class Skipped(CallError):
     def __init__(self, message: str, *, cause: str) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class TooManyItems(CallError):
+    """A `for_each` call's list has more elements than its `max_items`: nothing was sent."""

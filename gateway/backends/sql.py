@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from gateway.config.models import CallSpec, Problem
-from gateway.config.refs import RefScope, check_ref
+from gateway.config.refs import RefScope, check_ref, list_problem
 from gateway.engine.templates import (
     Sources,
     Template,
@@ -177,5 +177,5 @@ def _check_param(text: str, scope: RefScope, where: str) -> list[Problem]:
             )
         if ref.type_name is not None and template.single_ref is None:
             problems.append((where, f"{ref}: a typed parameter must be the whole value"))
-        problems += check_ref(ref, scope, where)
+        problems += check_ref(ref, scope, where) + list_problem(ref, where)
     return problems

@@ -2,7 +2,8 @@
 
 A call names a known backend and sets only the fields its kind takes, `needs` names calls of
 the same endpoint and has no cycle, a template reads only what it can (a path parameter the
-endpoint has, a call it needs), two endpoints never share a route. Each backend's kind adds
+endpoint has, a call it needs), two endpoints never share a route; collections (`for_each`,
+`join`, `shape:`, `*` paths) are checked in `gateway.config.collections`. Each backend's kind adds
 its own checks (`BackendKind.check`, `check_call`). Every problem comes with its exact
 location, so `gateway check` can list them all at once.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 
 from gateway.backends.registry import KIND_FIELDS, BackendKind, kind_of, kinds
+from gateway.config.collections import check_collections, implied_needs
 from gateway.config.document import GatewaySpec
 from gateway.config.models import BackendSpec, CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
@@ -56,8 +58,10 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
                 )
         names = [c.name or "" for c in endpoint.calls]
         for c_index, call in enumerate(endpoint.calls):
-            scope = RefScope(tuple(params), tuple(call.needs), len(names))
+            needs = (*call.needs, *implied_needs(call))
+            scope = RefScope(tuple(params), needs, len(names), for_each=call.for_each is not None)
             problems += _check_call(spec, call, names, scope, f"{where}.calls[{c_index}]", known)
+        problems += check_collections(endpoint, where)
         problems += _check_cycles(endpoint, where)
     return problems
 
@@ -148,7 +152,10 @@ def _a(word: str) -> str:
 
 
 def _check_cycles(endpoint: EndpointSpec, where: str) -> list[Problem]:
-    graph = {call.name or "": [n for n in call.needs if n != call.name] for call in endpoint.calls}
+    graph = {
+        call.name or "": [n for n in (*call.needs, *implied_needs(call)) if n != call.name]
+        for call in endpoint.calls
+    }
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
     def visit(node: str, trail: list[str]) -> list[str] | None:

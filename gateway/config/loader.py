@@ -28,6 +28,7 @@ from gateway.config.document import GatewaySpec, document_model
 from gateway.config.expand import expand
 from gateway.config.include import Document, Origins, merge
 from gateway.config.settings import expansion_environment
+from gateway.config.shaping import UNION_TAGS
 from gateway.errors import ConfigError
 
 MAX_ALIASES = 10_000
@@ -268,6 +269,8 @@ def format_location(loc: tuple[int | str, ...]) -> str:
             parts.append(f"[{item}]")
         elif index == 2 and loc[0] == "backends" and item in names:
             continue
+        elif item in UNION_TAGS:
+            continue  # which form of `shape:` pydantic validated
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)
@@ -295,6 +298,8 @@ def _fields_at(model: type[BaseModel], raw: Any, loc: tuple[int | str, ...]) -> 
     for position, item in enumerate(loc):
         if position == 2 and loc[0] == "backends" and item in kind_names:
             continue  # the discriminator tag pydantic adds
+        if item in UNION_TAGS:
+            continue
         current = _unwrap(current, value)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = next(
@@ -331,6 +336,11 @@ def _unwrap(annotation: Any, value: Any) -> Any:
             annotation = get_args(annotation)[0]
         elif origin in (Union, types.UnionType):
             members = [a for a in get_args(annotation) if a is not type(None)]
+            members = [get_args(m)[0] if get_origin(m) is Annotated else m for m in members]
+            listed = [m for m in members if get_origin(m) is list]
+            if isinstance(value, list) and listed:
+                annotation = listed[0]  # a mapping or a list of them (`shape:`)
+                continue
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             tag = value.get("kind") if isinstance(value, dict) else None
             tagged = [m for m in models if tag is not None and _kind_of_model(m) == tag]

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
+from gateway.config.shaping import JoinSpec, Shape
 from gateway.config.values import Duration, Lapse, Share, UpperMethod
 
 Problem = tuple[str, str]
@@ -157,6 +158,35 @@ class CallSpec(Model):
     cache: CacheSpec | None = Field(
         default=None, description="Overrides the backend's `cache` (idempotent calls only)."
     )
+    for_each: str | None = Field(
+        default=None,
+        description="calls.<name>[.path]: a list in an earlier call's result (after its "
+        "`target`); the call runs once per element, `{item.x}` reading the element. "
+        "Implies `needs`.",
+    )
+    into: str | None = Field(
+        default=None, description="for_each: each element gets its result under this key."
+    )
+    concurrency: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="for_each: this call's requests in flight for one client request.",
+    )
+    max_items: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="for_each: more elements than this fail the call, and nothing is sent.",
+    )
+    join: JoinSpec | None = Field(
+        default=None,
+        description="Attach this call's list elements to another call's by key. Implies `needs`.",
+    )
+    shape: Shape | None = Field(
+        default=None,
+        description="Array shaping of the result (move, del, append, flatten, sort, limit).",
+    )
 
 
 class ProxySpec(Model):
@@ -187,6 +217,9 @@ class EndpointSpec(Model):
         default=None,
         description="Cache-Control of this endpoint's own answers, e.g. 'public, max-age=30'; "
         "with it the gateway answers ETag and 304 Not Modified to If-None-Match.",
+    )
+    shape: Shape | None = Field(
+        default=None, description="Array shaping of the merged body, applied last."
     )
 
     @model_validator(mode="after")

@@ -1,5 +1,6 @@
 """Template checks shared by every place that holds templates: parsed, and every ref
-readable where it stands (a path parameter the endpoint has, a call listed in `needs`)."""
+readable where it stands (a path parameter the endpoint has, a call listed in `needs`, the
+element of a `for_each` call), a list (`*`) only where it is joined into one text."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class RefScope:
     """The calls whose results are readable (`{calls.<name>...}`)."""
     calls: int
     """How many calls the endpoint has."""
+    for_each: bool = False
+    """The templates belong to a `for_each` call: `{item.x}` reads its element."""
 
 
 def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
@@ -27,6 +30,15 @@ def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
         return [(where, f"{ref}: the endpoint path has no parameter {ref.key!r}")]
     if ref.source == "calls" and ref.key not in scope.needs:
         return [(where, f"{ref}: add {ref.key!r} to `needs` to use its result")]
+    if ref.source == "item" and not scope.for_each:
+        return [(where, f"{ref}: `item` is the element of a `for_each` call; this call has none")]
+    return []
+
+
+def list_problem(ref: Ref, where: str) -> list[Problem]:
+    """A ref that names several values (`*`) where one text value must go."""
+    if ref.is_list:
+        return [(where, f"{ref} is a list: add |join:SEP to write it as one value (|join:,)")]
     return []
 
 
@@ -38,5 +50,5 @@ def check_template(text: str, scope: RefScope, where: str) -> tuple[Template | N
         return None, [(where, str(exc))]
     problems: list[Problem] = []
     for ref in template.refs:
-        problems += check_ref(ref, scope, where)
+        problems += check_ref(ref, scope, where) + list_problem(ref, where)
     return template, problems

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import CallError, CallTimeout, Skipped
@@ -26,6 +26,18 @@ class Node:
     needs: tuple[str, ...]
     timeout: float
     run: Callable[[Mapping[str, Any]], Awaitable[JSON]]
+    """Returns the call's value, or a `Partial` for a call run once per element."""
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """What a node that runs once per element (a `for_each` call) returns: the list of the
+    elements' results (None for a failed one), the failures by element index, and how many
+    requests it sent (identical element requests are sent once)."""
+
+    value: list[JSON]
+    failed_elements: Mapping[int, CallError]
+    sent: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,10 @@ class Outcome:
     elapsed: float
     value: JSON = None
     error: CallError | None = None
+    failed_elements: Mapping[int, CallError] = field(default_factory=dict)
+    """A `for_each` call that succeeded for some elements only: the others, by index."""
+    sent: int | None = None
+    """A `for_each` call: the requests it sent (None for other calls)."""
 
     @property
     def ok(self) -> bool:
@@ -86,4 +102,12 @@ async def _run_node(
         )
     except CallError as exc:
         return Outcome(node.name, loop.time() - started, error=exc)
+    if isinstance(value, Partial):
+        return Outcome(
+            node.name,
+            loop.time() - started,
+            value=value.value,
+            failed_elements=value.failed_elements,
+            sent=value.sent,
+        )
     return Outcome(node.name, loop.time() - started, value=value)

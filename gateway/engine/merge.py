@@ -4,6 +4,8 @@ Each successful call's JSON goes through pick -> allow/deny -> rename -> group, 
 object results are merged shallowly in config order, so on a key collision the call listed
 later always wins (never "whichever arrived last"). A non-object result without `group` is
 placed under the call's name. Two calls with the same `group` merge into one object.
+Paths may hold `*` (every element of a list, every value of an object); in allow/deny a list
+is crossed whether or not a `*` says so, and a number names a key (`target` indexes lists).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.engine.paths import WILDCARD, get, matches
 from gateway.errors import BadBody
 from gateway.types import JSON
 
@@ -35,13 +38,18 @@ def dotted(path: str | None) -> tuple[str, ...]:
 
 
 def pick_field(body: JSON, path: tuple[str, ...]) -> JSON:
-    """The field at `path` of an answer (the call's `target`); BadBody when it is not there."""
-    current = body
-    for step in path:
-        if not isinstance(current, dict) or step not in current:
-            raise BadBody(f"response has no field {'.'.join(path)!r}")
-        current = current[step]
-    return current
+    """The field at `path` of an answer (the call's `target`); BadBody when it is not there.
+
+    A number indexes a list; with `*` the value is the list of every match (the part before
+    the first `*` must be there).
+    """
+    if WILDCARD in path:
+        pick_field(body, path[: path.index(WILDCARD)])
+        return [found for _, found in matches(body, path)]
+    try:
+        return get(body, path)
+    except KeyError:
+        raise BadBody(f"response has no field {'.'.join(path)!r}") from None
 
 
 def transform(value: JSON, shape: Shape) -> JSON:
@@ -62,19 +70,22 @@ def transform(value: JSON, shape: Shape) -> JSON:
 
 def _allow(value: JSON, paths: Iterable[tuple[str, ...]]) -> JSON:
     if isinstance(value, list):
-        return [_allow(item, paths) for item in value]
+        # a list is crossed as if it were not there; a `*` says so explicitly
+        inner = [path[1:] if path[0] == WILDCARD else path for path in paths]
+        if not all(inner):
+            return value  # `items.*` keeps every element whole
+        return [_allow(item, inner) for item in value]
     if not isinstance(value, dict):
         return value
     kept: dict[str, Any] = {}
     nested: dict[str, list[tuple[str, ...]]] = {}
     for path in paths:
         head, rest = path[0], path[1:]
-        if head not in value:
-            continue
-        if rest:
-            nested.setdefault(head, []).append(rest)
-        else:
-            kept[head] = value[head]
+        for key in value if head == WILDCARD else (head,) if head in value else ():
+            if rest:
+                nested.setdefault(key, []).append(rest)
+            else:
+                kept[key] = value[key]
     for head, rests in nested.items():
         if head not in kept:
             kept[head] = _allow(value[head], rests)
@@ -84,7 +95,14 @@ def _allow(value: JSON, paths: Iterable[tuple[str, ...]]) -> JSON:
 
 def _deny(value: JSON, path: tuple[str, ...]) -> JSON:
     if isinstance(value, list):
-        return [_deny(item, path) for item in value]
+        inner = path[1:] if path[0] == WILDCARD else path
+        if not inner:
+            return []  # `items.*` denies every element
+        return [_deny(item, inner) for item in value]
+    if isinstance(value, dict) and path[0] == WILDCARD:
+        if len(path) == 1:
+            return {}
+        return {key: _deny(item, path[1:]) for key, item in value.items()}
     if not isinstance(value, dict) or path[0] not in value:
         return value
     if len(path) == 1:

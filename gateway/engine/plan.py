@@ -16,7 +16,10 @@ from urllib.parse import quote
 
 from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
 from gateway.engine.context import RequestContext
+from gateway.engine.foreach import ForEach
 from gateway.engine.merge import Shape, dotted
+from gateway.engine.paths import Path, parse_path
+from gateway.engine.shape import Shaping, plan_shaping
 from gateway.engine.templates import (
     Sources,
     Template,
@@ -94,6 +97,32 @@ class CallPlan:
     shape: Shape
     policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
     streams: bool = False
+    for_each: ForEach | None = None
+    """The call runs once per element of this list (`for_each:`)."""
+    join: Join | None = None
+    shaping: Shaping = ()
+    """The call's `shape:` operations (for a `for_each` call: of each element's result)."""
+
+    @property
+    def attached(self) -> bool:
+        """True when the call's result goes inside another call's elements (`into`,
+        `join`) instead of being merged itself."""
+        return self.join is not None or (
+            self.for_each is not None and self.for_each.into is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A call's `join:`: its list's elements attached to the elements of `call`'s list at
+    `path` whose field `on` equals their field `key`, under `attach_as`."""
+
+    call: str
+    path: Path
+    on: Path
+    key: Path
+    attach_as: Path
+    many: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +138,8 @@ class EndpointPlan:
     calls: tuple[CallPlan, ...]
     cache_control: str | None = None
     """Cache-Control of the endpoint's own complete answers (with ETag and 304)."""
+    shaping: Shaping = ()
+    """The endpoint's `shape:`, applied to the merged body last."""
 
     @property
     def streams(self) -> bool:
@@ -137,11 +168,15 @@ def plan_endpoint(
             for call in endpoint.calls
         ),
         cache_control=endpoint.cache_control,
+        shaping=plan_shaping(endpoint.shape),
     )
 
 
 def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: str) -> CallPlan:
     name = call.name or ""
+    for_each = _plan_for_each(call)
+    join = _plan_join(call)
+    implied = [c for c in (for_each and for_each.source, join and join.call) if c]
     return CallPlan(
         name=name,
         backend=call.backend,
@@ -150,7 +185,7 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
         query=tuple((k, parse_template(v)) for k, v in call.query.items()),
         headers=tuple((k.lower(), parse_template(v)) for k, v in call.headers.items()),
         arguments=traits.arguments,
-        needs=tuple(call.needs),
+        needs=tuple(dict.fromkeys([*call.needs, *implied])),
         required=call.required,
         timeout=call.timeout if call.timeout is not None else backend.timeout,
         shape=Shape(
@@ -169,6 +204,36 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
             place=place,
         ),
         streams=traits.streams,
+        for_each=for_each,
+        join=join,
+        shaping=plan_shaping(call.shape),
+    )
+
+
+def _plan_for_each(call: CallSpec) -> ForEach | None:
+    if call.for_each is None:
+        return None
+    _, source, *path = call.for_each.split(".")  # checked: calls.<name>[.path]
+    return ForEach(
+        source=source,
+        path=tuple(path),
+        into=parse_path(call.into) if call.into else None,
+        concurrency=call.concurrency,
+        max_items=call.max_items,
+    )
+
+
+def _plan_join(call: CallSpec) -> Join | None:
+    if call.join is None:
+        return None
+    target, *path = call.join.into.split(".")
+    return Join(
+        call=target,
+        path=tuple(path),
+        on=parse_path(call.join.on),
+        key=parse_path(call.join.key),
+        attach_as=parse_path(call.join.attach_as),
+        many=call.join.many,
     )
 
 

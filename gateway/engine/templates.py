@@ -1,11 +1,16 @@
 """Config templates: `{id}`, `{query.lang}`, `{header.accept-language}`, `{client.ip}`,
-`{calls.product.author_id}`.
+`{calls.product.author_id}`, `{item.sku}`, `{calls.products.*.id|join:,}`.
 
 A template is parsed once at start-up into literal text and `Ref`s; rendering only looks
 values up. Every ref reads one *source* by name (`path`, `query`, `header`, `client`,
 `calls`, and what later steps add) through one lookup, so a new source is one entry in
 `SOURCES`, not a change in every renderer. `{{` and `}}` stand for literal braces. A ref may
 carry a type suffix (`{id:int}`) for backends that take typed arguments.
+
+A ref's field path is a path of `gateway.engine.paths`: a number indexes a list and `*` is
+every element (`{calls.products.*.id}` is the list of ids). Filters follow the ref, applied
+left to right: `|join:SEP` writes a list as one text (`1,2,3`), `|default:VALUE` stands for a
+value that is missing or null (`{query.page|default:1}`).
 
 Two ways to render: `render_text` writes every value as text into a string (a URL path, a
 header); `render_value` keeps the JSON type of a template that is exactly one ref, so a
@@ -19,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.engine.paths import WILDCARD, get, matches
 from gateway.errors import MissingValue, TemplateSyntaxError
 
 Sources = Mapping[str, Any]
@@ -40,11 +46,26 @@ SOURCES: Mapping[str, SourceRule] = {
     "header": SourceRule(1, 1, case_insensitive=True),
     "client": SourceRule(1, 1),
     "calls": SourceRule(1, None, from_client=False),
+    "item": SourceRule(1, None, from_client=False),  # the element of a `for_each` call
 }
 """Every source a ref may name besides `path` (a bare `{name}` is a path parameter)."""
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_FIELD = re.compile(r"^([A-Za-z0-9_\-]+|\*)$")  # after the key: numbers and `*` too
+FILTERS = ("join", "default")
+"""Filters a ref may carry (`{calls.x.*.id|join:,}`, `{query.page|default:1}`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One `|name:arg` after a ref."""
+
+    name: str
+    arg: str
+
+    def __str__(self) -> str:
+        return f"|{self.name}:{self.arg}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +76,23 @@ class Ref:
     key: str
     field: tuple[str, ...] = ()
     type_name: str | None = None
+    filters: tuple[Filter, ...] = ()
 
     def __str__(self) -> str:
         dotted = ".".join(
             ((self.source,) if self.source != "path" else ()) + (self.key, *self.field)
         )
-        return "{" + dotted + (f":{self.type_name}" if self.type_name else "") + "}"
+        typed = f":{self.type_name}" if self.type_name else ""
+        return "{" + dotted + typed + "".join(str(f) for f in self.filters) + "}"
+
+    @property
+    def is_list(self) -> bool:
+        """True when the ref names several values (a `*` in its field) that no filter joins."""
+        return WILDCARD in self.field and not any(f.name == "join" for f in self.filters)
+
+    @property
+    def has_default(self) -> bool:
+        return any(f.name == "default" for f in self.filters)
 
     @property
     def from_client(self) -> bool:
@@ -119,12 +151,18 @@ def parse_template(text: str) -> Template:
 
 
 def _parse_ref(body: str) -> Ref:
-    expr, _, type_name = body.strip().partition(":")
+    typed, *filter_texts = body.split("|")
+    expr, _, type_name = typed.strip().partition(":")
     names = expr.split(".")
-    if not all(_NAME.match(n) for n in names):
-        raise TemplateSyntaxError(f"bad placeholder {{{body}}}")
     head, rest = names[0], names[1:]
+    if not _NAME.match(head) or (rest and not _NAME.match(rest[0])):
+        raise TemplateSyntaxError(f"bad placeholder {{{body}}}")
+    if not all(_FIELD.match(n) for n in rest[1:]):
+        raise TemplateSyntaxError(
+            f"bad placeholder {{{body}}}: a field is a name, a list index or `*`"
+        )
     kind = type_name or None
+    filters = tuple(_parse_filter(text, body) for text in filter_texts)
     rule = SOURCES.get(head)
     if rule is not None and rest:
         if len(rest) < rule.min_names or (
@@ -132,10 +170,22 @@ def _parse_ref(body: str) -> Ref:
         ):
             raise TemplateSyntaxError(f"bad placeholder {{{body}}}: {_spelling()}")
         key = rest[0].lower() if rule.case_insensitive else rest[0]
-        return Ref(head, key, tuple(rest[1:]), type_name=kind)
+        return Ref(head, key, tuple(rest[1:]), type_name=kind, filters=filters)
     if len(names) == 1:
-        return Ref("path", head, type_name=kind)
+        return Ref("path", head, type_name=kind, filters=filters)
     raise TemplateSyntaxError(f"bad placeholder {{{body}}}: {_spelling()}")
+
+
+def _parse_filter(text: str, body: str) -> Filter:
+    name, colon, arg = text.partition(":")
+    name = name.strip()
+    if name not in FILTERS:
+        known = ", ".join(f"|{f}:..." for f in FILTERS)
+        raise TemplateSyntaxError(f"{{{body}}}: unknown filter {name!r} (filters: {known})")
+    if not colon:
+        example = "|join:," if name == "join" else "|default:1"
+        raise TemplateSyntaxError(f"{{{body}}}: `{name}` takes a value, e.g. {example}")
+    return Filter(name, arg)
 
 
 def _spelling() -> str:
@@ -146,23 +196,64 @@ def _spelling() -> str:
 
 
 def lookup(ref: Ref, sources: Sources) -> Any:
-    """The value a ref points at, of any JSON type; MissingValue when it is absent."""
+    """The value a ref points at, of any JSON type, through its filters; MissingValue when
+    it is absent (and no `default` stands in for it).
+
+    A field path with `*` gives the list of every value it reaches (possibly empty).
+    """
+    if not ref.filters:
+        return _find(ref, sources)
+    missing: MissingValue | None = None
+    try:
+        value = _find(ref, sources)
+    except MissingValue as exc:
+        missing, value = exc, _MISSING
+    for step in ref.filters:
+        value = _apply(step, value, ref)
+    if value is _MISSING:
+        raise missing or MissingValue(f"{ref} has no value")
+    return value
+
+
+_MISSING: Any = object()
+
+
+def _find(ref: Ref, sources: Sources) -> Any:
     source = sources.get(ref.source)
     if source is None:
         raise MissingValue(f"{ref}: no {ref.source!r} values here")
     if not isinstance(source, Mapping) or ref.key not in source:
         if ref.source == "calls":
             raise MissingValue(f"no result from call {ref.key!r}")
-        raise MissingValue(f"{ref} is not in the request")
-    current = source[ref.key]
-    for step in ref.field:
-        if isinstance(current, dict) and step in current:
-            current = current[step]
-        elif ref.source == "calls":
-            raise MissingValue(f"{ref} is not in the result of call {ref.key!r}")
-        else:
-            raise MissingValue(f"{ref} is not in the request")
-    return current
+        raise MissingValue(f"{ref} is not in {_where(ref)}")
+    if not ref.field:
+        return source[ref.key]
+    if WILDCARD in ref.field:
+        return [found for _, found in matches(source[ref.key], ref.field)]
+    try:
+        return get(source[ref.key], ref.field)
+    except KeyError:
+        raise MissingValue(f"{ref} is not in {_where(ref)}") from None
+
+
+def _where(ref: Ref) -> str:
+    if ref.source == "calls":
+        return f"the result of call {ref.key!r}"
+    if ref.source == "item":
+        return "the element"
+    return "the request"
+
+
+def _apply(step: Filter, value: Any, ref: Ref) -> Any:
+    if step.name == "default":
+        return step.arg if value is _MISSING or value is None else value
+    # join: a list of scalars as one text; a scalar stays itself, as text
+    if value is _MISSING or value is None:
+        return value
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, dict | list) for item in items):
+        raise MissingValue(f"{ref}: `join` needs a list of scalar values")
+    return step.arg.join(as_text(item) for item in items if item is not None)
 
 
 def lookup_scalar(ref: Ref, sources: Sources) -> str | int | float | bool:
@@ -175,7 +266,7 @@ def lookup_scalar(ref: Ref, sources: Sources) -> str | int | float | bool:
 
 def is_absent(ref: Ref, sources: Sources) -> bool:
     """True when a ref into the client request names a value the client did not send."""
-    if not ref.from_client or ref.source == "path":
+    if not ref.from_client or ref.source == "path" or ref.has_default:
         return False
     source = sources.get(ref.source)
     return not isinstance(source, Mapping) or ref.key not in source

@@ -61,6 +61,18 @@ class GatewayMetrics:
             registry=r,
         )
         peak_connections.set_function(lambda: CLIENT_CONNECTIONS.peak)
+        self.for_each_elements = Counter(
+            "gateway_for_each_elements",
+            "Elements of for_each calls, by endpoint, call and outcome (ok or the error class).",
+            ["endpoint", "call", "outcome"],
+            registry=r,
+        )
+        self.for_each_requests = Counter(
+            "gateway_for_each_requests",
+            "Requests for_each calls sent (identical element requests are sent once).",
+            ["endpoint", "call"],
+            registry=r,
+        )
 
     async def endpoint(self, request: Request) -> Response:
         """GET /metrics."""

@@ -2,7 +2,8 @@
 
 Status rules: if every call failed, or a `required` call failed, the answer is 502 (504 when
 the cause was a timeout) as problem+json naming the failed calls. Otherwise 200 with what
-succeeded and `X-Gateway-Complete: true|false`.
+succeeded and `X-Gateway-Complete: true|false`. A `for_each` call with failed elements is a
+partial answer (`false`), and fails the endpoint when it is `required`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.engine.assemble import assemble
 from gateway.engine.context import RequestContext
 from gateway.engine.execute import Node, Outcome, execute
-from gateway.engine.merge import merge, pick_field, transform
+from gateway.engine.foreach import run_for_each
+from gateway.engine.merge import pick_field
 from gateway.engine.plan import CallPlan, EndpointPlan, check_request, render_request
 from gateway.errors import (
     BadArgument,
@@ -55,6 +58,16 @@ def aggregation_handler(
         async def run(results: Mapping[str, Any]) -> JSON:
             # the results of the calls finished so far are the `calls` source
             sources = {**context.sources, "calls": results}
+            if call.for_each is not None:
+                return await run_for_each(
+                    call.for_each,
+                    sources,
+                    lambda item: render_request(
+                        call, item, forwarded_query, forwarded_headers, deadline, identity
+                    ),
+                    backend_call,
+                    call.shape.pick,
+                )
             backend_request = render_request(
                 call, sources, forwarded_query, forwarded_headers, deadline, identity
             )
@@ -88,6 +101,7 @@ def aggregation_handler(
             [node(call, context, forwarded, deadline, identity) for call in plan.calls], deadline
         )
         _observe(metrics, plan.path, outcomes)
+        _observe_elements(metrics, plan.path, outcomes)
         response = respond(plan, by_name, outcomes)
         if plan.cache_control is not None:
             return revalidated(response, plan.cache_control, headers.get("if-none-match"))
@@ -101,31 +115,29 @@ def respond(
 ) -> Response:
     """The response for finished outcomes (pure: no I/O)."""
     failed = {name: o for name, o in outcomes.items() if not o.ok}
+    # a for_each call that failed for some elements: its answer is partial
+    partial = {name: o for name, o in outcomes.items() if o.ok and o.failed_elements}
     decisive = {n: o for n, o in failed.items() if calls[n].required}
+    decisive.update({n: o for n, o in partial.items() if calls[n].required})
     if len(failed) == len(outcomes):
         decisive = failed
     if decisive:
-        status, headers = _failure_status([o.error for o in decisive.values()], outcomes)
+        errors = [e for o in decisive.values() for e in _errors_of(o)]
+        status, headers = _failure_status(errors, outcomes)
         names = ", ".join(decisive)
         return problem(
             status,
             f"call(s) failed: {names}",
             headers=headers,
-            failed_calls={n: _describe(o.error) for n, o in failed.items()},
+            failed_calls={n: _describe_outcome(o) for n, o in {**failed, **partial}.items()},
         )
-    body = merge(
-        [
-            (calls[name].shape, transform(o.value, calls[name].shape))
-            for name, o in outcomes.items()
-            if o.ok
-        ]
-    )
-    if plan.error_details and failed:
-        body["_errors"] = {n: _describe(o.error) for n, o in failed.items()}
+    body = assemble(plan.calls, outcomes, plan.shaping)
+    if plan.error_details and (failed or partial):
+        body["_errors"] = {n: _describe_outcome(o) for n, o in {**failed, **partial}.items()}
     return Response(
         orjson.dumps(body),
         media_type="application/json",
-        headers={"X-Gateway-Complete": "false" if failed else "true"},
+        headers={"X-Gateway-Complete": "false" if failed or partial else "true"},
     )
 
 
@@ -149,6 +161,26 @@ def _matches(if_none_match: str, etag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def _errors_of(outcome: Outcome) -> list[CallError | None]:
+    """The errors that stand for a failed call: its own, or its failed elements'."""
+    return [outcome.error] if outcome.error else list(outcome.failed_elements.values())
+
+
+def _describe_outcome(outcome: Outcome) -> dict[str, Any]:
+    """A failed call, or a for_each call with failed elements: the first element's error
+    and the failed indexes (`elements`)."""
+    if outcome.error is not None or not outcome.failed_elements:
+        return _describe(outcome.error)
+    indexes = sorted(outcome.failed_elements)
+    first = outcome.failed_elements[indexes[0]]
+    return {
+        "status": first.status,
+        "error": f"{len(indexes)} of {len(outcome.value)} elements failed; "
+        f"element {indexes[0]}: {first}",
+        "elements": indexes,
+    }
 
 
 def _failure_status(
@@ -183,3 +215,18 @@ def _observe(metrics: GatewayMetrics, endpoint: str, outcomes: Mapping[str, Outc
     for name, outcome in outcomes.items():
         kind = "ok" if outcome.ok else type(outcome.error).__name__
         metrics.call_latency.labels(endpoint, name, kind).observe(outcome.elapsed)
+
+
+def _observe_elements(
+    metrics: GatewayMetrics, endpoint: str, outcomes: Mapping[str, Outcome]
+) -> None:
+    """Elements and requests of the for_each calls that ran (`sent` is None for others)."""
+    for name, outcome in outcomes.items():
+        if outcome.sent is None:
+            continue
+        metrics.for_each_requests.labels(endpoint, name).inc(outcome.sent)
+        failed = len(outcome.failed_elements)
+        if len(outcome.value) > failed:
+            metrics.for_each_elements.labels(endpoint, name, "ok").inc(len(outcome.value) - failed)
+        for error in outcome.failed_elements.values():
+            metrics.for_each_elements.labels(endpoint, name, type(error).__name__).inc()
