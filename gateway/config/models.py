@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
+from gateway.config.edge import CorsSpec, EndpointAuth
 from gateway.config.values import Duration, Share, UpperMethod
 
 Problem = tuple[str, str]
@@ -157,6 +158,15 @@ class EndpointSpec(Model):
     )
     calls: list[CallSpec] = Field(default_factory=list)
     proxy: ProxySpec | None = None
+    auth: EndpointAuth | None = Field(
+        default=None, description="Who may call: authenticators (gateway-wide `auth`), scopes."
+    )
+    rate_limit: list[str] = Field(
+        default_factory=list, description="Names of gateway-wide `rate_limits`, all applied."
+    )
+    cors: CorsSpec | None = Field(
+        default=None, description="Overrides the gateway-wide `cors` for this endpoint."
+    )
 
     @model_validator(mode="after")
     def _name_calls(self) -> EndpointSpec:

@@ -31,6 +31,7 @@ from gateway.policies.metrics import PolicyMetrics
 from gateway.web.aggregate import aggregation_handler
 from gateway.web.body import body_limit
 from gateway.web.edge import EdgeMiddleware
+from gateway.web.guards import Guards, open_guards, resolve_secrets
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.problems import http_exception_handler
@@ -41,6 +42,7 @@ from gateway.web.steps import Handler, Step, endpoint_route
 def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette:
     """The gateway for a validated spec. Backends open in the lifespan, not here."""
     settings = settings or Settings()
+    resolve_secrets(spec, settings)  # an unset ${JWT_SECRET} is one line, before serving
     metrics = GatewayMetrics()
     health = Health()
     loop_lag = lag_histogram(metrics.registry)
@@ -64,7 +66,8 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 if backend.readiness is not None:
                     health.checks[f"{backend.kind}:{name}"] = backend.readiness
             resilience = Resilience(live, PolicyMetrics(metrics.registry))
-            wiring = _Wiring(spec, live, resilience, metrics, settings)
+            guards = await open_guards(spec, settings, context, live, health)
+            wiring = _Wiring(spec, live, resilience, metrics, settings, guards)
             app.router.routes = [
                 *operations,
                 *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
@@ -107,6 +110,7 @@ class _Wiring:
     resilience: Resilience
     metrics: GatewayMetrics
     settings: Settings
+    guards: Guards
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""
@@ -115,7 +119,17 @@ class _Wiring:
             if endpoint.max_body is not None
             else self.settings.max_body_bytes
         )
-        steps: list[Step] = [body_limit(max_body)]
+        # a passthrough forwards every method unless the config names one
+        given = endpoint.proxy is None or "method" in endpoint.model_fields_set
+        own = [endpoint.method] if given else list(HTTP_METHODS)
+        guards = self.guards
+        methods = guards.methods(endpoint, own)  # with CORS, OPTIONS too (gateway/web/cors.py)
+        steps: list[Step] = [
+            *guards.cors(endpoint, own),  # preflights answered first: they carry no credential
+            *guards.auth(endpoint),  # 401/403 before anything is spent on the request
+            *guards.rate_limits(endpoint),  # keys may read {auth.sub}
+            body_limit(max_body),
+        ]
         handler: Handler
         if endpoint.proxy is not None:
             proxy = endpoint.proxy
@@ -123,11 +137,7 @@ class _Wiring:
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
             handler = proxy_handler(endpoint.path, proxy, upstream, timeout, max_body)
-            # a passthrough forwards every method unless the config names one
-            given = "method" in endpoint.model_fields_set
-            return endpoint_route(
-                endpoint.path, [endpoint.method] if given else HTTP_METHODS, steps, handler
-            )
+            return endpoint_route(endpoint.path, methods, steps, handler)
         assert plan is not None, "every aggregation endpoint is planned"
         if plan.streams:
             stream = self.live[plan.calls[0].backend].stream
@@ -137,4 +147,4 @@ class _Wiring:
             wrap = self.resilience.wrap
             calls = {call.name: wrap(call.backend, call.policies) for call in plan.calls}
             handler = aggregation_handler(plan, calls, self.metrics)
-        return endpoint_route(endpoint.path, [endpoint.method], steps, handler)
+        return endpoint_route(endpoint.path, methods, steps, handler)

@@ -1,0 +1,192 @@
+"""Token buckets shared by every gateway process and replica, in one Redis.
+
+Each take is one atomic Lua script (EVALSHA): it refills every bucket of the request from
+Redis's own clock (`TIME`, so the replicas' clocks do not matter), takes a token from all or
+from none (as the local buckets do), writes them back and sets them to expire once full
+again, so idle keys cost Redis nothing. One round trip per request, whatever the number of
+limits.
+
+Redis must never fail a request. Every connect and take is bounded by
+`GATEWAY_REDIS_TIMEOUT_SECONDS`; when one fails the gateway falls back to this process's own
+buckets (gateway/web/ratelimit/buckets.py), says so once in the log, sets
+`gateway_rate_limit_fallback` to 1 and reports it in /readyz (without turning unready: the
+gateway still serves), then tries Redis again every `GATEWAY_REDIS_RETRY_SECONDS` in the
+background and goes back to the shared buckets when it answers. While falling back, each
+process applies the limits by itself, so N processes let through up to N times the limit.
+A take that finds all `GATEWAY_REDIS_MAX_CONNECTIONS` connections busy for longer than the
+timeout is decided locally too (`gateway_rate_limit_local_takes{reason="busy"}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.web.guard_metrics import GuardMetrics
+from gateway.web.ratelimit.buckets import LocalBuckets, Take, Verdict
+
+log = logging.getLogger("gateway.ratelimit")
+
+KEY_PREFIX = "fanout:rl:"
+
+# KEYS: one bucket per limit; ARGV: rate, capacity for each of them, in the same order.
+# Returns {allowed (1/0), tokens of each bucket after the take (as strings: Lua numbers
+# would be truncated to integers in the reply)}.
+TAKE = """
+redis.replicate_commands()
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local tokens = {}
+local allowed = 1
+for i = 1, #KEYS do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local capacity = tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', KEYS[i], 't', 'at')
+  local held = tonumber(state[1])
+  local at = tonumber(state[2])
+  if held == nil or at == nil then
+    held = capacity
+  else
+    held = math.min(capacity, held + math.max(0, now - at) * rate)
+  end
+  tokens[i] = held
+  if held < 1 then allowed = 0 end
+end
+local reply = {allowed}
+for i = 1, #KEYS do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local capacity = tonumber(ARGV[2 * i])
+  if allowed == 1 then tokens[i] = tokens[i] - 1 end
+  redis.call('HSET', KEYS[i], 't', tostring(tokens[i]), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil((capacity - tokens[i]) / rate * 1000) + 1000)
+  reply[i + 1] = tostring(tokens[i])
+end
+return reply
+"""
+
+
+def redis_client(url: str, timeout: float, connections: int) -> Redis:
+    """A client with bounded connects and reads and no retries of its own (a failed take
+    falls back at once instead of waiting through retries)."""
+    pool = ConnectionPool.from_url(
+        url,
+        max_connections=connections,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis(connection_pool=pool)
+
+
+class SharedBuckets:
+    """The buckets in Redis, with the local fallback (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        local: LocalBuckets,
+        metrics: GuardMetrics,
+        *,
+        timeout: float,
+        connections: int,
+        retry_seconds: float,
+    ) -> None:
+        self.client = client
+        self.local = local
+        self.metrics = metrics
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self.shared = True
+        self.last_error: str | None = None
+        self._slots = asyncio.Semaphore(connections)
+        self._script = client.register_script(TAKE)
+        self._probe: asyncio.Task[None] | None = None
+        self._busy = metrics.local_takes.labels("busy")
+        self._fallback = metrics.local_takes.labels("fallback")
+
+    def __repr__(self) -> str:
+        return f"<SharedBuckets {'shared' if self.shared else 'per-process fallback'}>"
+
+    async def start(self) -> None:
+        """Check Redis once; unreachable, the gateway starts on its own buckets."""
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                await self.client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lose(exc)
+        else:
+            log.info("rate limits are shared through Redis")
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.client.aclose()
+
+    def report(self) -> dict[str, object]:
+        """What /readyz shows: shared, or falling back (and why)."""
+        if self.shared:
+            return {"rate_limits": "shared"}
+        return {"rate_limits": "per-process fallback", "last_error": self.last_error}
+
+    async def take(self, take: Take) -> Verdict:
+        """One take in Redis, or in this process when Redis cannot answer in time."""
+        if not self.shared:
+            self._fallback.inc()
+            return self.local.take(take, time.monotonic())
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                self._busy.inc()
+                return self.local.take(take, time.monotonic())
+        else:
+            await slots.acquire()  # free: no wait
+        args: list[float] = []
+        for limit, _ in take:
+            args += (limit.rate, limit.capacity)
+        try:
+            reply = await self._script(keys=[KEY_PREFIX + key for _, key in take], args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lose(exc)
+            self._fallback.inc()
+            return self.local.take(take, time.monotonic())
+        finally:
+            slots.release()
+        return Verdict(reply[0] == 1, tuple(float(t) for t in reply[1:]))
+
+    def _lose(self, exc: BaseException) -> None:
+        self.last_error = str(exc) or type(exc).__name__
+        if not self.shared:
+            return
+        self.shared = False
+        self.metrics.fallback.set(1)
+        self.metrics.fallbacks.inc()
+        log.warning(
+            "Redis is unreachable (%s): rate limits are per process until it answers again",
+            self.last_error,
+        )
+        self._probe = asyncio.create_task(self._until_back())
+
+    async def _until_back(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_seconds)
+            try:
+                async with asyncio.timeout(self.timeout * 4):
+                    await self.client.ping()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                continue
+            self.shared = True
+            self.last_error = None
+            self.metrics.fallback.set(0)
+            self._probe = None
+            log.info("Redis answers again: rate limits are shared")
+            return
