@@ -5,7 +5,8 @@
 * Kept `cache` long, then refreshed in the background: requests never wait for a refresh.
 * A token naming an unknown `kid` (a key the IdP just rotated in) refetches at once, but at
   most once per `GATEWAY_JWKS_REFETCH_SECONDS` (30 s): a client inventing kids cannot make
-  the gateway hammer the IdP. Concurrent requests share one fetch.
+  the gateway hammer the IdP. Concurrent requests share one fetch. A failed background
+  refresh is tried again at most as often.
 * When the IdP is down or answers garbage the keys already held keep working (however old),
   a new `kid` is a 401, and the failure is logged and counted, never a hang or a 500.
 
@@ -151,6 +152,7 @@ class JwksKeys:
         self._usable: dict[tuple[str | None, str], PyJWK | None] = {}
         self.fetched_at: float | None = None  # monotonic time of the last good fetch
         self._attempted = -float("inf")  # monotonic time of the last fetch attempt
+        self._kid_fetched = -float("inf")  # ... and of the last one an unknown `kid` made
         self.last_error: str | None = None
         self._inflight: asyncio.Task[None] | None = None
 
@@ -172,6 +174,7 @@ class JwksKeys:
             self._refresh_in_background(now)
         found = self._find(kid, algorithm)
         if found is None and kid not in self._jwks and self._may_fetch(now):
+            self._kid_fetched = now
             await self._fetch_shared()
             found = self._find(kid, algorithm)
         return found
@@ -196,7 +199,7 @@ class JwksKeys:
         return self._usable[slot]
 
     def _may_fetch(self, now: float) -> bool:
-        return self._inflight is not None or now - self._attempted >= self.refetch_seconds
+        return self._inflight is not None or now - self._kid_fetched >= self.refetch_seconds
 
     def _refresh_in_background(self, now: float) -> None:
         if self._inflight is None and now - self._attempted >= self.refetch_seconds:
