@@ -74,7 +74,9 @@ class SigningKey:
         }
         payload.update(overrides)
         payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, self.private, algorithm=self.algorithm, headers={"kid": self.kid})
+        return jwt.encode(
+            payload, self.private, algorithm=self.algorithm, headers={"kid": self.kid}
+        )
 
 
 def _b64(data: bytes) -> str:

@@ -65,8 +65,16 @@ def test_a_key_is_shown_once_stored_hashed_and_revoked_within_its_cache(
     config.write_text(CONFIG.format(catalog=catalog.url, dsn=database_url, auth=auth))
 
     created = keys(
-        config, "create", "--auth", auth, "--name", "acme", "--scope", "orders:read",
-        "--meta", "tier=gold",
+        config,
+        "create",
+        "--auth",
+        auth,
+        "--name",
+        "acme",
+        "--scope",
+        "orders:read",
+        "--meta",
+        "tier=gold",
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]

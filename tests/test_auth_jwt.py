@@ -71,7 +71,9 @@ def idp() -> Iterator[Idp]:
 
 
 @pytest.fixture(scope="module")
-def gateway(catalog: Running, idp: Idp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
+def gateway(
+    catalog: Running, idp: Idp, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Guarded]:
     with guarded_gateway(tmp_path_factory.mktemp("jwt"), config(catalog, idp)) as running:
         yield running
 
@@ -126,7 +128,17 @@ def test_forward_headers_lists_authorization_to_pass_it_on(gateway: Guarded) -> 
         (forged({"alg": "HS256", "kid": "rsa-1"}, valid_claims(), RSA.public_pem), "HS256"),
         ("not-a-jwt", "not a JWT"),
     ],
-    ids=["expired", "nbf", "audience", "issuer", "no-exp", "bad-signature", "none", "hs256-rsa", "garbage"],
+    ids=[
+        "expired",
+        "nbf",
+        "audience",
+        "issuer",
+        "no-exp",
+        "bad-signature",
+        "none",
+        "hs256-rsa",
+        "garbage",
+    ],
 )
 def test_a_token_that_does_not_verify_is_401_and_reaches_nothing(
     gateway: Guarded, token: str, why: str
@@ -172,9 +184,12 @@ def test_unknown_kid_refetches_at_most_once_per_interval_then_rotation_works(
     catalog: Running, tmp_path: Path
 ) -> None:
     rotated = SigningKey.rsa("rsa-2")
-    with serving(Idp([RSA])) as idp, guarded_gateway(
-        tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_REFETCH_SECONDS": "2"}
-    ) as gateway:
+    with (
+        serving(Idp([RSA])) as idp,
+        guarded_gateway(
+            tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_REFETCH_SECONDS": "2"}
+        ) as gateway,
+    ):
         assert idp.fetches == 1  # at start-up
         assert gateway.http.get("/me", headers=bearer(RSA.token())).status_code == 200
         token = rotated.token()
@@ -197,9 +212,12 @@ def test_unknown_kid_refetches_at_most_once_per_interval_then_rotation_works(
 def test_when_the_idp_is_down_cached_keys_work_and_a_new_kid_is_401(
     catalog: Running, tmp_path: Path
 ) -> None:
-    with serving(Idp([RSA])) as idp, guarded_gateway(
-        tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_REFETCH_SECONDS": "0"}
-    ) as gateway:
+    with (
+        serving(Idp([RSA])) as idp,
+        guarded_gateway(
+            tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_REFETCH_SECONDS": "0"}
+        ) as gateway,
+    ):
         idp.mode = "down"
         assert gateway.http.get("/me", headers=bearer(RSA.token())).status_code == 200
         unknown = gateway.http.get("/me", headers=bearer(SigningKey.ec("ec-9").token()))
@@ -234,9 +252,12 @@ def test_hostile_credentials_cost_bounded_memory(
 
 
 def test_an_oversized_jwks_is_refused(catalog: Running, tmp_path: Path) -> None:
-    with serving(Idp([RSA], mode="huge")) as idp, guarded_gateway(
-        tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_MAX_BYTES": "100000"}
-    ) as gateway:
+    with (
+        serving(Idp([RSA], mode="huge")) as idp,
+        guarded_gateway(
+            tmp_path, config(catalog, idp), env={"GATEWAY_JWKS_MAX_BYTES": "100000"}
+        ) as gateway,
+    ):
         assert len(idp.document()) > 100_000
         assert gateway.http.get("/me", headers=bearer(RSA.token())).status_code == 401
         assert gateway.metric("gateway_jwks_fetches_total", outcome="failed") >= 1

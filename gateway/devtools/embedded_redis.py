@@ -120,7 +120,7 @@ class EmbeddedRedis:
 
 
 @contextmanager
-def redis_url(port: int) -> Iterator[str]:
+def redis_server(port: int) -> Iterator[str]:
     """A Redis URL for the demo or the tests: REDIS_URL when it is set (nothing is started),
     else an embedded server on `port`, stopped when the block exits."""
     settings = Settings()
