@@ -123,6 +123,7 @@ class ApiKeyAuth(Model):
 
 
 AuthSpec = Annotated[JwtAuth | ApiKeyAuth, Field(discriminator="kind")]
+AUTH_KINDS = ("jwt", "api_key")
 
 
 class CorsSpec(Model):

@@ -64,6 +64,9 @@ class Limit:
         return f"{self.name}:{rendered}"
 
 
+WHOLE = 1 - 1e-9
+"""A token, give or take float rounding (0.1 s at 10/s refills 0.9999999999999432)."""
+
 Take = Sequence[tuple[Limit, str]]
 """What one request counts against: each limit with its bucket key."""
 
@@ -109,7 +112,7 @@ class LocalBuckets:
                 if elapsed > 0:
                     state[0] = min(limit.capacity, state[0] + elapsed * limit.rate)
                     state[1] = now
-            if state[0] < 1:
+            if state[0] < WHOLE:
                 allowed = False
             states.append(state)
         if allowed:

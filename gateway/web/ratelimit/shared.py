@@ -56,7 +56,7 @@ for i = 1, #KEYS do
     held = math.min(capacity, held + math.max(0, now - at) * rate)
   end
   tokens[i] = held
-  if held < 1 then allowed = 0 end
+  if held < 1 - 1e-9 then allowed = 0 end
 end
 local reply = {allowed}
 for i = 1, #KEYS do

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from gateway.engine.context import RequestContext
 from gateway.web.guard_metrics import GuardMetrics
 from gateway.web.problems import problem
-from gateway.web.ratelimit.buckets import Limit, LocalBuckets, Take, Verdict
+from gateway.web.ratelimit.buckets import WHOLE, Limit, LocalBuckets, Take, Verdict
 from gateway.web.steps import Step, add_response_headers
 
 
@@ -61,7 +61,7 @@ def rate_limit_step(limiter: Limiter, limits: Sequence[Limit], metrics: GuardMet
                 counter.inc()
             add_response_headers(request, ((b"ratelimit-policy", policy), state))
             return context
-        refused = [(x, t) for x, t in zip(ordered, verdict.tokens, strict=True) if t < 1]
+        refused = [(x, t) for x, t in zip(ordered, verdict.tokens, strict=True) if t < WHOLE]
         for index, (limit, _) in enumerate(zip(ordered, verdict.tokens, strict=True)):
             if any(limit is x for x, _ in refused):
                 limited[index].inc()
