@@ -4,7 +4,8 @@ processes sharing one Redis, Redis killed under traffic, and hostile keys; real 
 Counts, not timings: a limit of `rate` per second with a bucket of `burst` lets through
 `burst + rate x elapsed` requests of a client that keeps asking, and the tests check that
 count within +-10% of the limit over the window (the window's length is measured, not
-assumed).
+assumed). Burst 2, not 1: a bucket of one token loses the refill that accrues while the
+client's next request is on its way, ~10% under load.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from tests.guarded import Guarded, guarded_gateway, until
 from tests.processes import Running
 
 RATE = 10
+BURST = 2  # with a bucket of 1, a token refilled while no request is there to take it is lost
 WINDOW = 3.0
 CONFIG = """
 version: 1
 backends:
   catalog: {{kind: http, url: "{catalog}"}}
 rate_limits:
-  {limit}: {{key: "{{header.x-client}}", rate: {rate}/s, burst: 1}}
+  {limit}: {{key: "{{header.x-client}}", rate: {rate}/s, burst: {burst}}}
   wide: {{key: "{{header.x-client}}", rate: 1000/s}}
 {cluster}
 endpoints:
@@ -46,7 +48,7 @@ endpoints:
 
 def config(catalog: Running, limit: str, shared: bool) -> str:
     cluster = 'cluster: {redis: "${REDIS_URL}"}' if shared else ""
-    return CONFIG.format(catalog=catalog.url, limit=limit, rate=RATE, cluster=cluster)
+    return CONFIG.format(catalog=catalog.url, limit=limit, rate=RATE, burst=BURST, cluster=cluster)
 
 
 def hammer(gateways: Sequence[Guarded], seconds: float, client: str) -> tuple[Counter[int], float]:
@@ -63,7 +65,7 @@ def hammer(gateways: Sequence[Guarded], seconds: float, client: str) -> tuple[Co
 
 
 def assert_within_limit(allowed: int, elapsed: float) -> None:
-    expected = 1 + RATE * elapsed  # the bucket's one token, then the refill
+    expected = BURST + RATE * elapsed  # the bucket's tokens, then the refill
     assert abs(allowed - expected) <= 0.1 * RATE * WINDOW, (allowed, expected, elapsed)
 
 
@@ -84,9 +86,10 @@ def test_a_limit_holds_on_one_process_with_its_headers(catalog: Running, tmp_pat
 
         # another key has a bucket of its own; a refusal says when to come back
         assert gateway.http.get("/limited", headers={"x-client": "bob"}).status_code == 200
-        ok = gateway.http.get("/limited", headers={"x-client": "carol"})
-        assert ok.headers["ratelimit-policy"] == '"one";q=10;w=1'
-        assert ok.headers["ratelimit"] == '"one";r=0;t=1'
+        first = gateway.http.get("/limited", headers={"x-client": "carol"})
+        assert first.headers["ratelimit-policy"] == '"one";q=10;w=1'
+        assert first.headers["ratelimit"] == '"one";r=1;t=1'
+        assert gateway.http.get("/limited", headers={"x-client": "carol"}).status_code == 200
         refused = gateway.http.get("/limited", headers={"x-client": "carol"})
         assert refused.status_code == 429
         assert refused.headers["content-type"] == "application/problem+json"
@@ -95,7 +98,7 @@ def test_a_limit_holds_on_one_process_with_its_headers(catalog: Running, tmp_pat
         assert refused.headers["ratelimit"] == '"one";r=0;t=1'
         # leaving the header out does not escape the limit: every such request shares a bucket
         statuses = Counter(gateway.http.get("/limited").status_code for _ in range(20))
-        assert statuses[200] <= 3, statuses
+        assert statuses[200] <= BURST + 2, statuses
 
 
 def test_two_processes_sharing_redis_hold_one_limit_between_them(
@@ -137,7 +140,7 @@ def test_redis_killed_under_traffic_falls_back_to_local_limits(
         redis.kill()
         statuses, elapsed = hammer([gateway], WINDOW, "alice")
         assert set(statuses) <= {200, 429}, f"Redis down must not fail requests: {statuses}"
-        # the process's own bucket starts full: one token, then the refill
+        # the process's own bucket starts full, then refills
         assert_within_limit(statuses[200], elapsed)
         assert gateway.metric("gateway_rate_limit_fallback") == 1
         assert gateway.metric("gateway_rate_limit_fallbacks_total") == 1
