@@ -6,8 +6,8 @@ key chosen by the token's `kid` from the JWKS (gateway/web/auth/jwks.py) or the 
 `alg: none` never verifies, and an HS256 token cannot be checked against a published RSA key
 (the key set holds only public keys, each usable for its own type's algorithms).
 
-Verification is cached per token: an RS256 check costs 88-135 us of CPU here, a cached lookup
-0.04 us (`python -m benchmarks.edge`), and a frontend sends the same token for its whole
+Verification is cached per token: an RS256 check costs 62-135 us of CPU here, a cached lookup
+0.04-0.08 us (`python -m benchmarks.edge`), and a frontend sends the same token for its whole
 lifetime. An entry lives until
 the token's `exp` (plus leeway) but never longer than the authenticator's `cache`, so a key
 withdrawn from the JWKS stops vouching for its tokens within that time too. At most
