@@ -23,7 +23,7 @@ import psutil
 from gateway.devtools.embedded_pg import free_port
 from gateway.devtools.embedded_redis import EmbeddedRedis
 from tests.guarded import Guarded, guarded_gateway, until
-from tests.processes import Running
+from tests.processes import Running, listening_socket
 
 RATE = 10
 BURST = 2  # with a bucket of 1, a token refilled while no request is there to take it is lost
@@ -198,3 +198,21 @@ def test_hostile_keys_cost_bounded_memory_and_a_busy_redis_fails_nothing(
             "gateway_rate_limit_requests_total", limit="wide", decision="allowed"
         )
         assert taken == 100
+
+
+def test_a_redis_that_never_answers_costs_at_most_its_timeout(
+    catalog: Running, tmp_path: Path
+) -> None:
+    """A black hole: connections are accepted (the kernel's backlog) and nothing is ever
+    answered. Start-up and requests go on without it, bounded by GATEWAY_REDIS_TIMEOUT_SECONDS."""
+    with listening_socket() as hole:
+        port = hole.getsockname()[1]
+        env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "GATEWAY_REDIS_TIMEOUT_SECONDS": "0.1"}
+        with guarded_gateway(tmp_path, config(catalog, "hole", shared=True), env) as gateway:
+            assert gateway.metric("gateway_rate_limit_fallback") == 1
+            statuses = Counter(
+                gateway.http.get("/limited", headers={"x-client": "a"}).status_code
+                for _ in range(5)
+            )
+            assert set(statuses) <= {200, 429} and statuses[200] >= 1, statuses
+        assert "Redis is unreachable" in gateway.log()

@@ -188,6 +188,8 @@ class JwksKeys:
         return detail
 
     def _find(self, kid: str | None, algorithm: str) -> PyJWK | None:
+        if kid is not None and kid not in self._jwks:
+            return None  # not remembered: a client inventing kids must not grow `_usable`
         slot = (kid, algorithm)
         if slot not in self._usable:
             candidates = self._jwks.get(kid, [])
