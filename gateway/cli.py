@@ -1,4 +1,4 @@
-"""`gateway run | check | schema | demo`: thin commands over the library.
+"""`gateway run | check | schema | demo | keys`: thin commands over the library.
 
 Every user-facing failure is one line on stderr and a non-zero exit code, never a traceback.
 """
@@ -6,6 +6,7 @@ Every user-facing failure is one line on stderr and a non-zero exit code, never 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -84,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the services listen on the 5 ports after it (default 8100: 8101-8105)",
     )
     demo.set_defaults(command=_demo)
+
+    keys = commands.add_parser("keys", help="manage the API keys of an api_key authenticator")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("--config", required=True, help="routes file (YAML)")
+    keys.add_argument("--auth", required=True, help="the api_key authenticator's name")
+    keys.add_argument("--name", help="the key's name (create, revoke); its {auth.sub}")
+    keys.add_argument("--scope", action="append", default=[], help="a scope granted (create)")
+    keys.add_argument(
+        "--meta", action="append", default=[], help="KEY=VALUE: {auth.key.metadata.KEY}"
+    )
+    keys.set_defaults(command=_keys)
     return parser
 
 
@@ -121,6 +133,31 @@ def schema_text() -> str:
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_text())
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from gateway.web.auth.keystore import manage_keys
+
+    if args.action in ("create", "revoke") and not args.name:
+        print(f"keys {args.action}: --name is required", file=sys.stderr)
+        return 2
+    bad = [m for m in args.meta if "=" not in m]
+    if bad:
+        print(f"keys: --meta {bad[0]!r}: use KEY=VALUE", file=sys.stderr)
+        return 2
+    metadata = dict(m.split("=", 1) for m in args.meta)
+    spec = load_spec(args.config)
+    coroutine = manage_keys(
+        spec,
+        Settings(),
+        args.auth,
+        args.action,
+        name=args.name,
+        scopes=args.scope,
+        metadata=metadata,
+    )
+    code: int = asyncio.run(coroutine)
+    return code
 
 
 def _demo(args: argparse.Namespace) -> int:

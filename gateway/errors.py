@@ -6,7 +6,10 @@
     │   └── ImportPathError      a `module:attribute` does not name a usable object
     ├── DevServerError           a dev-only server (the demo's PostgreSQL) failed to start/stop
     ├── BadRequest               the client request cannot be served as sent (-> its `status`)
-    │   └── BodyTooLarge         the request body is over the endpoint's limit (-> 413)
+    │   ├── BodyTooLarge         the request body is over the endpoint's limit (-> 413)
+    │   ├── Unauthorized         no credential, or one that does not verify (-> 401)
+    │   ├── Forbidden            a valid credential without a scope or claim needed (-> 403)
+    │   └── TooManyRequests      a rate limit of the endpoint is used up (-> 429)
     └── CallError                an expected failure of one backend call (-> an Outcome, not a 500)
         ├── CallTimeout          the call's own timeout or the endpoint deadline passed
         ├── UpstreamUnavailable  connection refused/reset, DNS, pool closed
@@ -70,6 +73,40 @@ class BodyTooLarge(BadRequest):
     """The request body is larger than the endpoint's limit."""
 
     status = 413
+
+
+class Unauthorized(BadRequest):
+    """No credential, or one that does not verify: answered 401 with `WWW-Authenticate`.
+
+    `error` is the RFC 6750 error code (`invalid_token`, `invalid_request`), or None when no
+    credential was sent at all (then the challenge carries no error, as RFC 6750 3.1 says).
+    """
+
+    status = 401
+
+    def __init__(self, message: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class Forbidden(BadRequest):
+    """A credential that verified but lacks a scope (or a claim) the endpoint needs: 403."""
+
+    status = 403
+
+    def __init__(self, message: str, *, scopes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.scopes = scopes
+
+
+class TooManyRequests(BadRequest):
+    """A rate limit of the endpoint is used up: 429 with `Retry-After` (whole seconds)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CallError(GatewayError):

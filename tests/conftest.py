@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.devtools.embedded_pg import scratch_database
+from gateway.devtools.embedded_pg import free_port, scratch_database
+from gateway.devtools.embedded_redis import redis_server
 from services.userdb import prepare as prepare_userdb
 from tests.processes import Running, start, start_gateway, start_service
 
@@ -42,6 +43,13 @@ def users(database_url: str) -> Iterator[Running]:
     service = start("users", [sys.executable, "-m", "services.users", "--dsn", database_url])
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis: REDIS_URL when set (nothing started), else an embedded one on a free port."""
+    with redis_server(free_port()) as url:
+        yield url
 
 
 GatewayFactory = Callable[[str], Running]

@@ -24,14 +24,14 @@ from tests.processes import REPO, listening_socket
 
 
 def free_base_port() -> int:
-    """A port N such that N..N+5 are all free on 127.0.0.1 right now."""
+    """A port N such that N..N+6 are all free on 127.0.0.1 right now."""
     for _ in range(200):
         with listening_socket() as probe:
             base = probe.getsockname()[1]
-        if base + 5 > 65535:
+        if base + 6 > 65535:
             continue
         taken = []
-        for port in range(base, base + 6):
+        for port in range(base, base + 7):
             with socket.socket() as sock:
                 try:
                     sock.bind(("127.0.0.1", port))
@@ -39,7 +39,7 @@ def free_base_port() -> int:
                     taken.append(port)
         if not taken:
             return base
-    raise AssertionError("no 6 free consecutive ports")
+    raise AssertionError("no 7 free consecutive ports")
 
 
 @pytest.fixture

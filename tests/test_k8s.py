@@ -442,8 +442,8 @@ def test_network_policy_admits_only_ingress_nginx_and_prometheus(target: str) ->
 
 @pytest.mark.parametrize("target", ["dev", "prod"])
 def test_network_policy_egress_has_no_open_rule(target: str) -> None:
-    """Every egress rule names its ports; the rules without peers are DNS and PostgreSQL only;
-    the others name pods of this namespace (no ipBlock, no other namespaces)."""
+    """Every egress rule names its ports; the rules without peers are DNS, PostgreSQL and Redis
+    only; the others name pods of this namespace (no ipBlock, no other namespaces)."""
     policy = find(render(target), "NetworkPolicy", "gateway")["spec"]
     anywhere = set()
     for rule in policy["egress"]:
@@ -452,7 +452,7 @@ def test_network_policy_egress_has_no_open_rule(target: str) -> None:
             assert all(set(peer) == {"podSelector"} for peer in rule["to"]), rule
         else:
             anywhere |= {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
-    assert anywhere == {(53, "UDP"), (53, "TCP"), (5432, "TCP")}
+    assert anywhere == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP")}
 
 
 def test_network_policy_egress_reaches_exactly_the_backends() -> None:
@@ -470,7 +470,8 @@ def test_network_policy_egress_reaches_exactly_the_backends() -> None:
     }
     secret = named(docs, "Secret", "gateway-database")
     database_url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
-    urls = [*backend_urls(yaml.safe_load(ROUTES.read_text())), database_url]
+    redis_url = secret_value(docs, "gateway-redis", "REDIS_URL")
+    urls = [*backend_urls(yaml.safe_load(ROUTES.read_text())), database_url, redis_url]
     needed = {service_target(docs, url) for url in urls}
     assert allowed == needed
 
@@ -559,7 +560,11 @@ def test_configmap_and_secret_references_resolve(target: str) -> None:
     existing = {
         (d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("ConfigMap", "Secret")
     }
-    external = {("Secret", "fanout-database")} if target == "prod" else set()
+    external = (
+        {("Secret", "fanout-database"), ("Secret", "fanout-redis"), ("Secret", "fanout-auth")}
+        if target == "prod"
+        else set()
+    )
     for where, template in pod_templates(docs):
         spec = template["spec"]
         refs = [
@@ -584,6 +589,53 @@ def test_configmap_and_secret_references_resolve(target: str) -> None:
                     refs.append(("ConfigMap", value_from["configMapKeyRef"]["name"]))
         for ref in refs:
             assert ref in existing | external, f"{where} refers to missing {ref}"
+
+
+def secret_value(docs: list[Doc], prefix: str, key: str) -> str:
+    """A key of a generated Secret, decoded."""
+    return base64.b64decode(named(docs, "Secret", prefix)["data"][key]).decode()
+
+
+def test_dev_redis_is_a_restricted_statefulset_with_a_volume_that_the_gateway_reaches() -> None:
+    docs = render("dev")
+    redis = find(docs, "StatefulSet", "redis")
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    assert claim["metadata"]["name"] in {m["name"] for m in container["volumeMounts"]}
+    assert [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data"] == ["/data"]
+    assert container["image"].startswith("redis:")
+    # the gateway reads REDIS_URL from the generated Secret, and it names this Redis with its
+    # password: the one the server is started with
+    (env,) = [e for e in gateway_container(docs)["env"] if e["name"] == "REDIS_URL"]
+    secret = named(docs, "Secret", "gateway-redis")
+    assert env["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "REDIS_URL",
+    }
+    url = secret_value(docs, "gateway-redis", "REDIS_URL")
+    match = re.fullmatch(r"redis://:([^@]+)@([a-z0-9-]+):(\d+)/\d+", url)
+    assert match, url
+    assert match.group(1) == secret_value(docs, "redis", "REDIS_PASSWORD")
+    assert service_target(docs, url) == ("StatefulSet/redis", 6379)
+    assert container["args"][:2] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    # and the routes share their limits through it
+    routes = yaml.safe_load(ROUTES.read_text())
+    assert routes["cluster"] == {"redis": "${REDIS_URL}"}
+    assert len(secret_value(docs, "gateway-auth", "JWT_SECRET")) >= 32
+
+
+def test_prod_expects_an_external_redis_and_jwt_secret_from_existing_secrets() -> None:
+    docs = render("prod")
+    assert not [d for d in docs if d["kind"] == "StatefulSet"], "prod runs no Redis of its own"
+    env = {e["name"]: e for e in gateway_container(docs)["env"]}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fanout-redis",
+        "key": "REDIS_URL",
+    }
+    assert env["JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fanout-auth",
+        "key": "JWT_SECRET",
+    }
 
 
 def test_prod_reads_the_database_url_from_an_existing_secret() -> None:
@@ -633,6 +685,7 @@ def test_routes_configmap_is_the_k8s_routes_file(target: str) -> None:
 
 
 def gateway_check(path: Path) -> subprocess.CompletedProcess[str]:
+    # the pods get JWT_SECRET from a Secret (see the deployment); the check needs one too
     return subprocess.run(
         [sys.executable, "-m", "gateway", "check", str(path)],
         capture_output=True,
@@ -640,6 +693,7 @@ def gateway_check(path: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
         cwd=ROOT,
+        env={**os.environ, "JWT_SECRET": "k" * 32},
     )
 
 

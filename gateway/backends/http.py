@@ -81,6 +81,21 @@ def open_session(total_connections: int) -> aiohttp.ClientSession:
     )
 
 
+SESSION = "http.session"
+"""The key of the app's one client session in `OpenContext.shared`."""
+
+
+def client_session(context: OpenContext, connections: int = 100) -> aiohttp.ClientSession:
+    """The app's one client session, opened by the first that needs it (the http backends,
+    or JWKS fetching when there are none) and closed with the app."""
+    session = context.shared.get(SESSION)
+    if not isinstance(session, aiohttp.ClientSession):
+        session = open_session(connections)
+        context.stack.push_async_callback(close_session, session)
+        context.shared[SESSION] = session
+    return session
+
+
 async def close_session(session: aiohttp.ClientSession) -> None:
     """Close the session and its pooled connections (on shutdown, after in-flight calls)."""
     await session.close()
@@ -196,8 +211,7 @@ class HttpKind:
     async def open(
         self, specs: Mapping[str, HttpBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
-        session = open_session(sum(b.max_connections for b in specs.values()))
-        context.stack.push_async_callback(close_session, session)
+        session = client_session(context, sum(b.max_connections for b in specs.values()))
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
             upstream = HttpUpstream.from_spec(name, spec, session)

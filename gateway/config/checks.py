@@ -15,6 +15,7 @@ import re
 from gateway.backends.registry import KIND_FIELDS, BackendKind, kind_of, kinds
 from gateway.config.collections import check_collections, implied_needs
 from gateway.config.document import GatewaySpec
+from gateway.config.edge_checks import check_edge
 from gateway.config.models import BackendSpec, CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
 from gateway.config.values import HOP_BY_HOP
@@ -63,6 +64,7 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
             problems += _check_call(spec, call, names, scope, f"{where}.calls[{c_index}]", known)
         problems += check_collections(endpoint, where)
         problems += _check_cycles(endpoint, where)
+    problems += check_edge(spec)  # auth, cors, rate limits (gateway/config/edge_checks.py)
     return problems
 
 

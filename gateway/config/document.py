@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, create_model
 
 from gateway.backends.registry import kinds
+from gateway.config.edge import AuthSpec, ClusterSpec, CorsSpec, RateLimitSpec
 from gateway.config.models import BackendSpec, EndpointSpec, Model
 
 
@@ -32,6 +33,16 @@ class GatewaySpec(Model):
         default_factory=list,
         description="Other files (paths or glob patterns, relative to this one) merged in "
         "order: their backends and endpoints join this file's.",
+    )
+    auth: dict[str, AuthSpec] = Field(
+        default_factory=dict, description="Named authenticators endpoints `use`."
+    )
+    cors: CorsSpec | None = Field(default=None, description="CORS of every endpoint.")
+    rate_limits: dict[str, RateLimitSpec] = Field(
+        default_factory=dict, description="Named limits endpoints list in `rate_limit`."
+    )
+    cluster: ClusterSpec = Field(
+        default_factory=ClusterSpec, description="What every process and replica shares."
     )
 
 

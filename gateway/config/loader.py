@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.backends.registry import kinds
 from gateway.config.checks import check_references
 from gateway.config.document import GatewaySpec, document_model
+from gateway.config.edge import AUTH_KINDS
 from gateway.config.expand import expand
 from gateway.config.include import Document, Origins, merge
 from gateway.config.settings import expansion_environment
@@ -35,6 +36,9 @@ MAX_ALIASES = 10_000
 """YAML aliases (`*name`) per file: shared retry settings need a few, not thousands."""
 MAX_EXPANDED_NODES = 2_000_000
 """Nodes of the file once every alias is expanded (a billion-laughs file expands to 10^9)."""
+
+_TAGGED = ("backends", "auth")
+"""Sections whose entries are tagged unions picked by `kind:`."""
 
 _FRIENDLY = {
     "extra_forbidden": "unknown field",
@@ -260,14 +264,15 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     """('endpoints', 2, 'calls', 0, 'backend') -> 'endpoints[2].calls[0].backend'.
 
     pydantic puts the discriminator value of a tagged union into the location
-    (`backends.db.postgres.dsn`); the user never wrote it, so it is dropped.
+    (`backends.db.postgres.dsn`, `auth.users.jwt.issuer`); the user never wrote it, so it
+    is dropped.
     """
-    names = {kind.name for kind in kinds()}
+    names = {kind.name for kind in kinds()} | set(AUTH_KINDS)
     parts: list[str] = []
     for index, item in enumerate(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif index == 2 and loc[0] == "backends" and item in names:
+        elif index == 2 and loc[0] in _TAGGED and item in names:
             continue
         elif item in UNION_TAGS:
             continue  # which form of `shape:` pydantic validated
@@ -294,9 +299,9 @@ def _fields_at(model: type[BaseModel], raw: Any, loc: tuple[int | str, ...]) -> 
     """The keys the model at `loc` accepts (as the file spells them: aliases)."""
     current: Any = model
     value = raw
-    kind_names = {kind.name for kind in kinds()}
+    kind_names = {kind.name for kind in kinds()} | set(AUTH_KINDS)
     for position, item in enumerate(loc):
-        if position == 2 and loc[0] == "backends" and item in kind_names:
+        if position == 2 and loc[0] in _TAGGED and item in kind_names:
             continue  # the discriminator tag pydantic adds
         if item in UNION_TAGS:
             continue

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
+from gateway.config.edge import CorsSpec, EndpointAuth
 from gateway.config.shaping import JoinSpec, Shape
 from gateway.config.values import Duration, Lapse, Share, UpperMethod
 
@@ -220,6 +221,15 @@ class EndpointSpec(Model):
     )
     shape: Shape | None = Field(
         default=None, description="Array shaping of the merged body, applied last."
+    )
+    auth: EndpointAuth | None = Field(
+        default=None, description="Who may call: authenticators (gateway-wide `auth`), scopes."
+    )
+    rate_limit: list[str] = Field(
+        default_factory=list, description="Names of gateway-wide `rate_limits`, all applied."
+    )
+    cors: CorsSpec | None = Field(
+        default=None, description="Overrides the gateway-wide `cors` for this endpoint."
     )
 
     @model_validator(mode="after")

@@ -20,8 +20,9 @@ EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:8104/postgres"
 
 def expansion_environment() -> dict[str, str]:
     """What `${NAME}` in a routes file reads: the process environment, where an unset
-    DATABASE_URL is the embedded demo database (so `dsn: ${DATABASE_URL}` always loads)."""
-    return {"DATABASE_URL": EMBEDDED_DATABASE_URL, **os.environ}
+    DATABASE_URL is the embedded demo database (so `dsn: ${DATABASE_URL}` always loads) and
+    an unset REDIS_URL is empty (`cluster.redis: ${REDIS_URL}`: each process limits alone)."""
+    return {"DATABASE_URL": EMBEDDED_DATABASE_URL, "REDIS_URL": "", **os.environ}
 
 
 class Settings(BaseSettings):
@@ -94,3 +95,52 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
+
+    # --- facing frontends: authentication and rate limits (gateway/web/auth, web/ratelimit)
+    jwt_secret: str | None = Field(
+        default=None,
+        validation_alias="JWT_SECRET",
+        description="What `secret: ${JWT_SECRET}` of a jwt authenticator expands to.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description="What `cluster.redis: ${REDIS_URL}` expands to; unset: no shared "
+        "store, each process limits alone.",
+    )
+    auth_max_credential_bytes: int = Field(
+        default=8192, ge=64, description="A longer token or API key is refused (401) unread."
+    )
+    auth_cache_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Verified tokens (and looked-up API keys) remembered per authenticator; "
+        "past it the oldest is forgotten and verified again when it comes back.",
+    )
+    jwks_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Bound on one JWKS fetch from the IdP."
+    )
+    jwks_refetch_seconds: float = Field(
+        default=30.0, ge=0, description="An unknown `kid` refetches the JWKS at most this often."
+    )
+    jwks_max_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="A larger JWKS document is refused."
+    )
+    rate_limit_max_keys: int = Field(
+        default=100_000,
+        ge=1,
+        description="Per-process buckets per limit; past it the least recently used is "
+        "dropped (its key starts again with a full bucket).",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Bound on connecting to Redis and on one take."
+    )
+    redis_max_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Connections to Redis; a take that finds none free in "
+        "time is decided by this process alone.",
+    )
+    redis_retry_seconds: float = Field(
+        default=5.0, gt=0, description="While Redis is unreachable, how often it is tried again."
+    )

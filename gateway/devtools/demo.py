@@ -3,7 +3,7 @@
 Every child is started by this process and stopped by PID on Ctrl-C or SIGTERM (SIGTERM
 first, SIGKILL after a grace period), so nothing is left running. The services listen on
 the ports after a base port (8100 by default: catalog 8101, reviews 8102, inventory 8103,
-PostgreSQL 8104, users 8105), so a second demo, or a test run beside one, can choose
+PostgreSQL 8104, users 8105, Redis 8106), so a second demo, or a test run beside one, can choose
 another base (`--base-port`). The product never imports this package or the services.
 """
 
@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from gateway.config.settings import EMBEDDED_DATABASE_URL
+from gateway.devtools.demo_token import demo_secret, mint
 from gateway.devtools.embedded_pg import database, unreachable_parent
+from gateway.devtools.embedded_redis import redis_server
 from gateway.errors import DevServerError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +35,7 @@ PGDATA = STATE / "pgdata"
 DEMO_CONFIG = REPO / "examples" / "demo.yaml"
 DEFAULT_BASE_PORT = 8100
 STOP_GRACE_SECONDS = 10.0
-OFFSETS = {"catalog": 1, "reviews": 2, "inventory": 3, "postgres": 4, "users": 5}
+OFFSETS = {"catalog": 1, "reviews": 2, "inventory": 3, "postgres": 4, "users": 5, "redis": 6}
 """Each demo process's port, as an offset from the base port."""
 
 
@@ -197,11 +200,15 @@ def run_demo(gateway_port: int | None, base_port: int | None) -> int:
             _prepare_database(database_url)
             # the gateway expands `${DATABASE_URL}` in the routes file from its environment
             os.environ["DATABASE_URL"] = database_url
-            with running(demo_services(ports, database_url, config)):
-                _announce(gateway, ports, database_url, config)
-                signal.pause()
+            os.environ["JWT_SECRET"] = demo_secret()  # the protected endpoint's tokens
+            with redis_server(ports["redis"]) as redis_url:
+                os.environ["REDIS_URL"] = redis_url  # rate limits shared through it
+                with running(demo_services(ports, database_url, config)):
+                    _announce(gateway, ports, database_url, config)
+                    _announce_protected(gateway, config, database_url)
+                    signal.pause()
     except DevServerError as exc:
-        print(f"demo: PostgreSQL: {exc}", file=sys.stderr)
+        print(f"demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ndemo: stopping...", flush=True)
@@ -243,7 +250,25 @@ def _announce(base: str, ports: dict[str, int], database_url: str, config: Path)
         f"  curl -si {base}/api/users/abc       # a bad typed parameter: 400\n"
         f"  curl -sN '{base}/api/users-export?limit=5'   # NDJSON from a cursor\n"
         f"  curl -s {base}/api/catalog/products/7\n"
-        f"  curl -s {base}/metrics | grep gateway_requests\n\n"
+        f"  curl -s {base}/metrics | grep gateway_requests",
+        flush=True,
+    )
+
+
+def _announce_protected(base: str, config: Path, database_url: str) -> None:
+    """How to call the protected endpoint: a token minted now, and how to make an API key."""
+    token = mint("7", ["profile:read"])
+    routes = config.relative_to(REPO)
+    # `gateway keys` expands the routes' ${DATABASE_URL} as the gateway does
+    env = "" if database_url == EMBEDDED_DATABASE_URL else f"DATABASE_URL={database_url} "
+    print(
+        f"\nThe protected endpoint (JWT or API key, 5 requests/s per user, limits in Redis):\n"
+        f"  curl -si {base}/api/me                 # no credential: 401\n"
+        f"  curl -s {base}/api/me -H 'Authorization: Bearer {token}'\n"
+        f"  python -m gateway.devtools.demo_token --sub 7   # mint another token\n"
+        f"  {env}gateway keys create --config {routes} --auth partners --name 7 "
+        f"--scope profile:read\n"
+        f"  curl -s {base}/api/me -H 'x-api-key: <the key printed>'\n\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )

@@ -47,6 +47,9 @@ SOURCES: Mapping[str, SourceRule] = {
     "client": SourceRule(1, 1),
     "calls": SourceRule(1, None, from_client=False),
     "item": SourceRule(1, None, from_client=False),  # the element of a `for_each` call
+    # what the endpoint's authenticator accepted: {auth.sub}, {auth.claims.tenant},
+    # {auth.key.name} (gateway/web/auth); only endpoints with `auth` may read it
+    "auth": SourceRule(1, None),
 }
 """Every source a ref may name besides `path` (a bare `{name}` is a path parameter)."""
 

@@ -33,6 +33,7 @@ from gateway.web.aggregate import aggregation_handler
 from gateway.web.body import body_limit
 from gateway.web.edge import EdgeMiddleware
 from gateway.web.forwarding import Forwarding, parse_trusted
+from gateway.web.guards import Guards, open_guards
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.problems import http_exception_handler
@@ -70,7 +71,8 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             metrics.registry.register(CacheCollector(caches))
             resilience = Resilience(live, PolicyMetrics(metrics.registry), caches)
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
-            wiring = _Wiring(spec, live, resilience, metrics, settings, forwarding)
+            guards = await open_guards(spec, settings, context, live, health)
+            wiring = _Wiring(spec, live, resilience, metrics, settings, forwarding, guards)
             app.router.routes = [
                 *operations,
                 *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
@@ -114,6 +116,7 @@ class _Wiring:
     metrics: GatewayMetrics
     settings: Settings
     forwarding: Forwarding
+    guards: Guards
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""
@@ -122,7 +125,17 @@ class _Wiring:
             if endpoint.max_body is not None
             else self.settings.max_body_bytes
         )
-        steps: list[Step] = [body_limit(max_body)]
+        # a passthrough forwards every method unless the config names one
+        given = endpoint.proxy is None or "method" in endpoint.model_fields_set
+        own = [endpoint.method] if given else list(HTTP_METHODS)
+        guards = self.guards
+        methods = guards.methods(endpoint, own)  # with CORS, OPTIONS too (gateway/web/cors.py)
+        steps: list[Step] = [
+            *guards.cors(endpoint, own),  # preflights answered first: they carry no credential
+            *guards.auth(endpoint),  # 401/403 before anything is spent on the request
+            *guards.rate_limits(endpoint),  # keys may read {auth.sub}
+            body_limit(max_body),
+        ]
         handler: Handler
         if endpoint.proxy is not None:
             proxy = endpoint.proxy
@@ -132,9 +145,6 @@ class _Wiring:
             handler = proxy_handler(
                 endpoint.path, proxy, upstream, timeout, max_body, self.forwarding
             )
-            # a passthrough forwards every method unless the config names one
-            given = "method" in endpoint.model_fields_set
-            methods = [endpoint.method] if given else HTTP_METHODS
             return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
         assert plan is not None, "every aggregation endpoint is planned"
         if plan.streams:
@@ -145,4 +155,4 @@ class _Wiring:
             wrap = self.resilience.wrap
             calls = {call.name: wrap(call.backend, call.policies) for call in plan.calls}
             handler = aggregation_handler(plan, calls, self.metrics)
-        return endpoint_route(endpoint.path, [endpoint.method], steps, handler, self.forwarding)
+        return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)

@@ -6,11 +6,15 @@ with a source added (`context.with_source("auth", claims)`), for the next step. 
 not know which steps ran: an edge feature is one new step module and one line where routes
 are built (gateway/web/app.py). The request context is built here, once per request, after
 routing (path parameters are known only then).
+
+A step may also add headers to whatever answer the request gets, its own or a later step's
+or the handler's (`add_response_headers`: CORS, rate-limit headers): they replace the
+answer's headers of the same name, except `Vary`, whose values are joined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +26,27 @@ from gateway.web.request_id import current_request_id
 
 Step = Callable[[Request, RequestContext], Awaitable[RequestContext | Response]]
 Handler = Callable[[Request, RequestContext], Awaitable[Response]]
+
+
+_ADDED = "fanout.response_headers"  # in the ASGI scope: the one value a step and the route share
+
+
+def add_response_headers(request: Request, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Headers (lower-case names) for the answer of this request, whoever makes it."""
+    request.scope.setdefault(_ADDED, []).extend(headers)
+
+
+def _with_added(request: Request, response: Response) -> Response:
+    added: list[tuple[bytes, bytes]] | None = request.scope.get(_ADDED)
+    if not added:
+        return response
+    names = {name for name, _ in added}
+    vary = [value for name, value in response.raw_headers if name.lower() == b"vary"]
+    kept = [(k, v) for k, v in response.raw_headers if k.lower() not in names]
+    if vary:
+        added = [(k, b", ".join([*vary, v]) if k == b"vary" else v) for k, v in added]
+    response.raw_headers = kept + added
+    return response
 
 
 def endpoint_route(
@@ -40,8 +65,8 @@ def endpoint_route(
         for step in ordered:
             outcome = await step(request, context)
             if isinstance(outcome, Response):
-                return outcome
+                return _with_added(request, outcome)
             context = outcome
-        return await handler(request, context)
+        return _with_added(request, await handler(request, context))
 
     return Route(path, endpoint, methods=list(methods))
