@@ -19,8 +19,9 @@ JSON = Any
 class BackendRequest:
     """One call to one backend, fully rendered from the client request: no templates left.
 
-    HTTP backends read `method`, `path` (already percent-encoded), `query`, `headers`;
-    other kinds read `args` (SQL bind parameters, keyword arguments of a blocking client).
+    HTTP backends read `method`, `path` (already percent-encoded), `query`, `headers` and
+    `body`; other kinds read `args` (SQL bind parameters, keyword arguments of a blocking
+    client).
     """
 
     method: str = "GET"
@@ -31,6 +32,11 @@ class BackendRequest:
     deadline: float | None = None
     """Event-loop time (`loop.time()`) by which the whole call must be done, retries included;
     policies read it so a retry or backoff never outlives the endpoint. None: no deadline."""
+    body: bytes | None = None
+    """The bytes to send (a call's `body:`: the client's own, or a rendered JSON template);
+    None: no body. The same bytes go with every try of a retried call."""
+    content_type: str | None = None
+    """The body's Content-Type (the client's for `body: forward`); None: no header."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ from gateway.backends.registry import KIND_FIELDS, BackendKind, kind_of, kinds
 from gateway.config.document import GatewaySpec
 from gateway.config.models import CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
-from gateway.config.values import HOP_BY_HOP
+from gateway.config.values import BODYLESS_METHODS, HOP_BY_HOP
+from gateway.config.writes import check_writes
+from gateway.engine.bodies import body_texts
 
 
 def path_params(path: str) -> list[str]:
@@ -50,10 +52,12 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
         if endpoint.proxy is not None:
             problems += _check_proxy(spec, endpoint.proxy, params, f"{where}.proxy", known)
         names = [c.name or "" for c in endpoint.calls]
+        has_body = endpoint.method not in BODYLESS_METHODS
         for c_index, call in enumerate(endpoint.calls):
-            scope = RefScope(tuple(params), tuple(call.needs), len(names))
+            scope = RefScope(tuple(params), tuple(call.needs), len(names), has_body)
             problems += _check_call(spec, call, names, scope, f"{where}.calls[{c_index}]", known)
         problems += _check_cycles(endpoint, where)
+        problems += check_writes(endpoint, where)
     return problems
 
 
@@ -99,6 +103,7 @@ def _check_call(
     templates = [("path", call.path)]
     templates += [(f"query.{k}", v) for k, v in call.query.items()]
     templates += [(f"headers.{k}", v) for k, v in call.headers.items()]
+    templates += list(body_texts(call.body))
     for field_name, text in templates:
         problems += check_template(text, scope, f"{where}.{field_name}")[1]
     if backend is not None:

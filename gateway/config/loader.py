@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.backends.registry import kinds
 from gateway.config.checks import check_references
 from gateway.config.document import GatewaySpec, document_model
+from gateway.config.writes import load_schemas
 from gateway.errors import ConfigError
 
 MAX_ALIASES = 10_000
@@ -91,11 +92,12 @@ def load_spec(path: str | Path) -> GatewaySpec:
         raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
-    return parse_spec(text, name)
+    return parse_spec(text, name, Path(path).parent)
 
 
-def parse_spec(text: str, name: str) -> GatewaySpec:
-    """Validate config text; `name` is used in messages."""
+def parse_spec(text: str, name: str, base_dir: Path | None = None) -> GatewaySpec:
+    """Validate config text; `name` is used in messages, and files it names (request
+    schemas) are read relative to `base_dir` (default: the current directory)."""
     raw = _read_yaml(text, name)
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -108,7 +110,9 @@ def parse_spec(text: str, name: str) -> GatewaySpec:
         raise ConfigError(
             [f"{name}: {line}" for line in _pydantic_lines(exc, model, raw)]
         ) from None
-    problems = check_references(spec)
+    endpoints, problems = load_schemas(spec.endpoints, base_dir or Path.cwd())
+    spec = spec.model_copy(update={"endpoints": endpoints})
+    problems += check_references(spec)
     if problems:
         raise ConfigError([f"{name}: {where}: {why}" for where, why in problems])
     return spec

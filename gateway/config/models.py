@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, JsonValue, model_validator
 
+from gateway.config.requests import RequestSpec
 from gateway.config.values import Duration, Share, UpperMethod
 
 Problem = tuple[str, str]
@@ -131,6 +132,22 @@ class CallSpec(Model):
         description="postgres: one row (404 if none), many rows (default), the first column "
         "of the first row, or stream (NDJSON; the endpoint's only call).",
     )
+    body: JsonValue = Field(
+        default=None,
+        description="http: what the call sends: `forward` (the client's body as it came, with "
+        "its Content-Type) or a JSON template (a string that is exactly one ref keeps the "
+        "value's JSON type, e.g. '{body.items}'; text mixed with refs is text). Default: none.",
+    )
+    pass_errors: bool = Field(
+        default=False,
+        description="http: when this call fails the endpoint with a 4xx, answer that status "
+        "and the backend's JSON body (5xx stays 502/504).",
+    )
+    background: bool = Field(
+        default=False,
+        description="Run after the response is sent; it never affects the answer (not "
+        "`required`; only background calls may need it).",
+    )
 
 
 class ProxySpec(Model):
@@ -157,6 +174,11 @@ class EndpointSpec(Model):
     )
     calls: list[CallSpec] = Field(default_factory=list)
     proxy: ProxySpec | None = None
+    request: RequestSpec | None = Field(
+        default=None,
+        description="The client's JSON body (415 if not JSON, 400 if malformed), with an "
+        "optional schema; `{body...}` templates read it.",
+    )
 
     @model_validator(mode="after")
     def _name_calls(self) -> EndpointSpec:

@@ -19,6 +19,8 @@ class RefScope:
     """The calls whose results are readable (`{calls.<name>...}`)."""
     calls: int
     """How many calls the endpoint has."""
+    has_body: bool = True
+    """Whether the endpoint's requests carry a body (`{body...}` readable): not GET or HEAD."""
 
 
 def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
@@ -27,6 +29,8 @@ def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
         return [(where, f"{ref}: the endpoint path has no parameter {ref.key!r}")]
     if ref.source == "calls" and ref.key not in scope.needs:
         return [(where, f"{ref}: add {ref.key!r} to `needs` to use its result")]
+    if ref.source == "body" and not scope.has_body:
+        return [(where, f"{ref}: GET and HEAD requests carry no body to read")]
     return []
 
 

@@ -81,3 +81,17 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
         return value
+
+    background_calls: int = Field(
+        default=1000,
+        ge=0,
+        description="Background calls (`background: true`) pending at once; a request whose "
+        "background calls would go past it has them dropped (gateway_background_calls_total"
+        "{outcome=dropped}).",
+    )
+    error_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="Largest backend 4xx JSON body a `pass_errors` call passes to the client; "
+        "a larger one: the status passes with the gateway's own problem+json.",
+    )

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
-from gateway.engine.context import RequestContext
+from gateway.engine.bodies import Body, ForwardBody, plan_body, reads_body
+from gateway.engine.context import RawBody, RequestContext
 from gateway.engine.merge import Shape, dotted
 from gateway.engine.templates import (
     Sources,
@@ -94,6 +95,10 @@ class CallPlan:
     shape: Shape
     policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
     streams: bool = False
+    body: Body | None = None
+    """What the call sends: the client's body (`forward`), a JSON template, or nothing."""
+    pass_errors: bool = False
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +112,19 @@ class EndpointPlan:
     forward_headers: tuple[str, ...]
     error_details: bool
     calls: tuple[CallPlan, ...]
+    reads_json: bool = False
+    """The client's body is parsed as JSON before any call: the endpoint has a `request`
+    block, or a template reads `{body...}`."""
 
     @property
     def streams(self) -> bool:
         """True for an endpoint whose only call streams its result (NDJSON)."""
         return len(self.calls) == 1 and self.calls[0].streams
+
+    @property
+    def forwards(self) -> bool:
+        """True when a call sends the client's body as it came (`body: forward`)."""
+        return any(isinstance(call.body, ForwardBody) for call in self.calls)
 
 
 def plan_endpoint(
@@ -129,6 +142,7 @@ def plan_endpoint(
             _plan_call(call, backends[call.backend], traits_of(backends[call.backend], call))
             for call in endpoint.calls
         ),
+        reads_json=endpoint.request is not None or reads_body(endpoint.calls),
     )
 
 
@@ -160,6 +174,9 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> Call
             resilience=traits.resilience,
         ),
         streams=traits.streams,
+        body=plan_body(call.body),
+        pass_errors=call.pass_errors,
+        background=call.background,
     )
 
 
@@ -195,13 +212,21 @@ def render_request(
     forwarded_query: tuple[tuple[str, str], ...],
     forwarded_headers: tuple[tuple[str, str], ...],
     deadline: float | None = None,
+    client_body: RawBody | None = None,
 ) -> BackendRequest:
-    """The backend request for one call; MissingValue when a value it needs is absent."""
+    """The backend request for one call; MissingValue when a value it needs is absent.
+
+    `client_body` is the client's body as it came, for a `body: forward` call.
+    """
+    body: bytes | None = None
+    content_type: str | None = None
     try:
         path = render_text(call.path, sources, encode_segment)
         query = render_pairs(call.query, sources)
         headers = render_pairs(call.headers, sources)
         args = call.arguments.render(sources)
+        if call.body is not None:
+            body, content_type = call.body.render(sources, client_body)
     except MissingValue as exc:
         raise MissingValue(f"cannot build the request: {exc}") from None
     own_query = {k for k, _ in query}
@@ -213,6 +238,8 @@ def render_request(
         headers=headers + tuple((k, v) for k, v in forwarded_headers if k not in own_headers),
         args=args,
         deadline=deadline,
+        body=body,
+        content_type=content_type,
     )
 
 

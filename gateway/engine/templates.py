@@ -1,5 +1,5 @@
 """Config templates: `{id}`, `{query.lang}`, `{header.accept-language}`, `{client.ip}`,
-`{calls.product.author_id}`.
+`{calls.product.author_id}`, `{body.customer.name}`.
 
 A template is parsed once at start-up into literal text and `Ref`s; rendering only looks
 values up. Every ref reads one *source* by name (`path`, `query`, `header`, `client`,
@@ -40,6 +40,7 @@ SOURCES: Mapping[str, SourceRule] = {
     "header": SourceRule(1, 1, case_insensitive=True),
     "client": SourceRule(1, 1),
     "calls": SourceRule(1, None, from_client=False),
+    "body": SourceRule(1, None),  # the client's JSON body (gateway/web/request_body.py)
 }
 """Every source a ref may name besides `path` (a bare `{name}` is a path parameter)."""
 
@@ -174,11 +175,16 @@ def lookup_scalar(ref: Ref, sources: Sources) -> str | int | float | bool:
 
 
 def is_absent(ref: Ref, sources: Sources) -> bool:
-    """True when a ref into the client request names a value the client did not send."""
+    """True when a ref into the client request names a value the client did not send (for
+    a field path into a JSON body: any step of it missing)."""
     if not ref.from_client or ref.source == "path":
         return False
-    source = sources.get(ref.source)
-    return not isinstance(source, Mapping) or ref.key not in source
+    current = sources.get(ref.source)
+    for step in (ref.key, *ref.field):
+        if not isinstance(current, Mapping) or step not in current:
+            return True
+        current = current[step]
+    return False
 
 
 def as_text(value: Any) -> str:
