@@ -210,7 +210,12 @@ class HttpKind:
             expected = ", ".join(f"'{m}'" for m in HTTP_METHODS[:-1])
             return [(f"{where}.method", f"Input should be {expected} or '{HTTP_METHODS[-1]}'")]
         if call.body is not None and method in BODYLESS_METHODS:
-            return [(f"{where}.body", f"a {method} call sends no body (set `method: POST`...)")]
+            return [
+                (
+                    f"{where}.body",
+                    f"a {method} call sends no body: give it `method: POST` (or PUT...)",
+                )
+            ]
         return []
 
     def traits(self, spec: HttpBackend, call: CallSpec) -> CallTraits:

@@ -173,11 +173,17 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     """('endpoints', 2, 'calls', 0, 'backend') -> 'endpoints[2].calls[0].backend'.
 
     pydantic puts the discriminator value of a tagged union into the location
-    (`backends.db.postgres.dsn`); the user never wrote it, so it is dropped.
+    (`backends.db.postgres.dsn`), and the JSON type at each level of a call's `body`; the
+    user never wrote them, so they are dropped.
     """
     names = {kind.name for kind in kinds()}
+    # a call's `body` is any JSON value: pydantic names the JSON type at each level of it
+    # (`body.dict.a.list[1]`), one tag before every key or index the user wrote
+    body = next((i for i in range(2, len(loc)) if loc[i] == "body" and loc[i - 2] == "calls"), None)
     parts: list[str] = []
     for index, item in enumerate(loc):
+        if body is not None and index > body and (index - body) % 2 == 1:
+            continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif index == 2 and loc[0] == "backends" and item in names:
