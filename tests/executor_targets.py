@@ -21,3 +21,8 @@ def hold(port: str) -> dict[str, Any]:
         sock.sendall(f"{os.getpid()}\n".encode())
         sock.recv(1)  # returns when the test closes the connection (or kills this worker)
     return {"pid": os.getpid()}
+
+
+def echo_args(**kwargs: str) -> dict[str, Any]:
+    """A legacy or compute function that answers the keyword arguments it was called with."""
+    return {"args": kwargs}

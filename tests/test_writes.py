@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 
 from tests.processes import Running, start_gateway
@@ -53,7 +54,14 @@ backends:
     url: "{rec}"
     retry: {{attempts: 3, backoff: 10ms, on: [503]}}
   db: {{kind: postgres, dsn: "{dsn}", pool: {{min: 1, max: 2}}}}
+  legacy: {{kind: legacy, target: "tests.executor_targets:echo_args", threads: 1}}
 endpoints:
+  - path: /args
+    method: POST
+    calls:
+      - name: legacy
+        backend: legacy
+        args: {{sku: "{{body.sku}}", who: "for {{body.customer.name}}", gone: "{{body.gone}}"}}
   - path: /forward
     method: POST
     forward_headers: [authorization]
@@ -262,6 +270,13 @@ def test_a_missing_body_value_fails_the_call_like_other_missing_refs(
     assert response.status_code == 502  # the endpoint's only call could not be built
     assert "{body.x} is not in the request" in response.text
     assert len(recorder.to("/limited")) == before
+
+
+def test_body_values_reach_legacy_args_as_text(http: httpx.Client) -> None:
+    response = http.post("/args", json={"sku": 42, "customer": {"name": "Ada"}})
+    assert response.status_code == 200, response.text
+    # args are text; a value the client did not send is left out, as a query parameter is
+    assert response.json() == {"args": {"sku": "42", "who": "for Ada"}}
 
 
 def test_body_values_bind_as_sql_parameters(http: httpx.Client) -> None:
@@ -523,3 +538,72 @@ def test_the_schema_file_is_read_relative_to_the_routes_file(tmp_path: Path) -> 
     )
     request = load_spec(config).endpoints[0].request
     assert request is not None and request.json_schema == {"type": "object"}
+
+
+# --- a hostile client costs one request ------------------------------------------------------
+
+HOSTILE_CONFIG = """
+version: 1
+backends:
+  rec: {{kind: http, url: "{rec}"}}
+endpoints:
+  - path: /json
+    method: POST
+    max_body: 1KiB
+    calls: [{{name: a, backend: rec, method: POST, path: /hostile, body: {{x: "{{body.x}}"}}}}]
+  - path: /nobody
+    max_body: 1KiB
+    calls: [{{name: a, backend: rec, path: /hostile}}]
+"""
+ATTEMPT_BYTES = 64 * 1024 * 1024
+
+
+def stream_until_refused(port: int, path: bytes, method: bytes) -> int:
+    """Stream a chunked body of up to ATTEMPT_BYTES; how many bytes went out before the
+    gateway closed the connection."""
+    chunk = b"10000\r\n" + b"y" * 0x10000 + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            method + b" " + path + b" HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\n\r\n"
+        )
+        try:
+            while sent < ATTEMPT_BYTES:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # reset or broken pipe: the gateway stopped reading
+            pass
+    return sent
+
+
+def test_a_hostile_body_costs_one_request_and_bounded_memory(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(HOSTILE_CONFIG.format(rec=recorder.url))
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gateway = start_gateway(config, stderr=log)
+        try:
+            process = psutil.Process(gateway.process.pid)
+            with httpx.Client(base_url=gateway.url, timeout=30) as client:
+                assert client.post("/json", json={"x": 1}).status_code == 200
+                rss_before = process.memory_info().rss
+                for path, method in ((b"/json", b"POST"), (b"/nobody", b"GET")):
+                    sent = stream_until_refused(gateway.port, path, method)
+                    # refused at 1 KiB and closed: what went out is what socket buffers held
+                    assert sent < ATTEMPT_BYTES // 2, f"{path!r}: {sent} bytes accepted"
+                # a client that leaves in the middle of its body
+                with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+                    sock.sendall(
+                        b"POST /json HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+                        b'Content-Type: application/json\r\n\r\n5\r\n{"x":\r\n'
+                    )
+                assert client.post("/json", json={"x": 2}).status_code == 200
+                assert process.memory_info().rss - rss_before < 20 * 1024 * 1024
+            assert [r.json() for r in recorder.to("/hostile")][-1:] == [{"x": 2}]
+        finally:
+            assert gateway.stop() == 0
+    text = log_path.read_text()
+    assert "Traceback" not in text and "internal error" not in text, text
