@@ -9,11 +9,14 @@
     │   ├── BodyTooLarge         the request body is over the endpoint's limit (-> 413)
     │   ├── Unauthorized         no credential, or one that does not verify (-> 401)
     │   ├── Forbidden            a valid credential without a scope or claim needed (-> 403)
-    │   └── TooManyRequests      a rate limit of the endpoint is used up (-> 429)
+    │   ├── TooManyRequests      a rate limit of the endpoint is used up (-> 429)
+    │   ├── UnsupportedMediaType the endpoint reads a JSON body; this one is not JSON (-> 415)
+    │   ├── BadJson              the body does not parse as JSON, or there is none (-> 400)
+    │   └── SchemaViolation      the JSON body fails the endpoint's schema (-> 400, `errors`)
     └── CallError                an expected failure of one backend call (-> an Outcome, not a 500)
         ├── CallTimeout          the call's own timeout or the endpoint deadline passed
         ├── UpstreamUnavailable  connection refused/reset, DNS, pool closed
-        ├── BadStatus            the upstream answered a non-2xx status
+        ├── BadStatus            the upstream answered a non-2xx status (a 4xx keeps its JSON body)
         ├── BadBody              the upstream body is not JSON, or lacks the field the call picks
         ├── MissingValue         the call's request cannot be built: a value it needs is absent
         ├── QueryFailed          the database refused the statement (an SQL error)
@@ -109,6 +112,25 @@ class TooManyRequests(BadRequest):
         self.retry_after = retry_after
 
 
+class UnsupportedMediaType(BadRequest):
+    """The endpoint reads a JSON body and the client's Content-Type is not JSON."""
+
+    status = 415
+
+
+class BadJson(BadRequest):
+    """The endpoint reads a JSON body and the client sent none, or one that does not parse."""
+
+
+class SchemaViolation(BadRequest):
+    """The JSON body does not match the endpoint's schema; `errors` holds one entry per
+    failing place (`{"pointer": "#/items/0/quantity", "detail": ...}`, RFC 9457 style)."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
 class CallError(GatewayError):
     """An expected failure of one backend call; it becomes a failed Outcome."""
 
@@ -129,7 +151,23 @@ class UpstreamUnavailable(CallError):
 
 
 class BadStatus(CallError):
-    """The upstream answered with a status outside 2xx."""
+    """The upstream answered with a status outside 2xx.
+
+    For a 4xx answer whose body is JSON (and small enough, `GATEWAY_ERROR_BODY_BYTES`),
+    `body` and `content_type` keep it, so a `pass_errors` call can hand it to the client.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.body = body
+        self.content_type = content_type
 
 
 class BadBody(CallError):

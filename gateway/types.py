@@ -19,8 +19,9 @@ JSON = Any
 class BackendRequest:
     """One call to one backend, fully rendered from the client request: no templates left.
 
-    HTTP backends read `method`, `path` (already percent-encoded), `query`, `headers`;
-    other kinds read `args` (SQL bind parameters, keyword arguments of a blocking client).
+    HTTP backends read `method`, `path` (already percent-encoded), `query`, `headers` and
+    `body`; other kinds read `args` (SQL bind parameters, keyword arguments of a blocking
+    client).
     """
 
     method: str = "GET"
@@ -34,6 +35,11 @@ class BackendRequest:
     identity: str = ""
     """Who the call is made for when the client authenticated ("" otherwise): cached answers
     are kept per identity, so one user's answer never reaches another."""
+    body: bytes | None = None
+    """The bytes to send (a call's `body:`: the client's own, or a rendered JSON template);
+    None: no body. The same bytes go with every try of a retried call."""
+    content_type: str | None = None
+    """The body's Content-Type (the client's for `body: forward`); None: no header."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The demo database: `users` and `orders` tables, created and seeded idempotently.
+"""The demo database: `users`, `orders`, `stock` and `events` tables, created and seeded
+idempotently.
 
 `prepare(dsn)` is safe to run on every start and from several processes at once (an
 advisory lock serialises it): it creates what is missing and seeds deterministically from
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from decimal import Decimal
 
 import asyncpg
+
+from services.catalog import PRODUCT_COUNT, product
 
 USER_COUNT = 100_000
 SCHEMA_VERSION = 1
@@ -39,6 +43,37 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_user_id ON orders (user_id);
 CREATE TABLE IF NOT EXISTS demo_schema (version int NOT NULL, users bigint NOT NULL);
+-- the write path of the demo (POST /api/orders): stock reservations, new orders, events
+CREATE TABLE IF NOT EXISTS stock (
+    sku        bigint PRIMARY KEY,
+    available  int NOT NULL CHECK (available >= 0),
+    unit_price numeric(10, 2) NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    id         bigserial PRIMARY KEY,
+    sku        bigint NOT NULL REFERENCES stock (sku),
+    quantity   int NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          bigserial PRIMARY KEY,
+    type        text NOT NULL,
+    payload     jsonb NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+-- new orders' ids start past every seeded one (user * 10 + n)
+CREATE SEQUENCE IF NOT EXISTS order_ids START WITH 100000000;
+"""
+
+SHORT_STOCK_EVERY = 13
+"""Every 13th sku has only `SHORT_STOCK` units, so the demo can show a 409 (sku 13: 3 left)."""
+SHORT_STOCK = 3
+STOCK_PER_SKU = 1000
+
+SEED_STOCK = """
+INSERT INTO stock (sku, available, unit_price)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::numeric[])
+ON CONFLICT (sku) DO NOTHING
 """
 
 # Every value is a function of the id: md5 gives stable pseudo-random bits in SQL.
@@ -83,6 +118,7 @@ async def prepare(dsn: str, users: int = USER_COUNT) -> None:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             await connection.execute(SCHEMA)
+            await _seed_stock(connection)
             done = await connection.fetchval(
                 "SELECT count(*) FROM demo_schema WHERE version = $1 AND users >= $2",
                 SCHEMA_VERSION,
@@ -99,6 +135,14 @@ async def prepare(dsn: str, users: int = USER_COUNT) -> None:
         await connection.execute("ANALYZE users; ANALYZE orders")
     finally:
         await connection.close()
+
+
+async def _seed_stock(connection: asyncpg.Connection) -> None:
+    """One stock row per catalog product, priced as the catalog prices it."""
+    skus = list(range(1, PRODUCT_COUNT + 1))
+    available = [SHORT_STOCK if sku % SHORT_STOCK_EVERY == 0 else STOCK_PER_SKU for sku in skus]
+    prices = [Decimal((product(sku) or {})["price_cents"]) / 100 for sku in skus]
+    await connection.execute(SEED_STOCK, skus, available, prices)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

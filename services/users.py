@@ -1,4 +1,5 @@
-"""Users demo service: orders of a user, read from the demo PostgreSQL (see services/userdb.py).
+"""Users demo service: orders of a user, read from the demo PostgreSQL (see services/userdb.py),
+and the stock reservations and events of the demo's write path (services/stock.py).
 
 The gateway reads the `users` table itself (a postgres backend); this service is the HTTP side
 of the same data, so one demo endpoint can fan out to SQL and HTTP at once.
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from services.cli import serve
 from services.debug_routes import COMMON_ROUTES, EXCEPTION_HANDLERS, ORJSONResponse, error_response
 from services.faults import FaultInjection
+from services.stock import stock_routes
 
 ORDERS_SQL = """
 SELECT id, total::text AS total, status, placed_at
@@ -51,7 +53,11 @@ def create_app(dsn: str, seed: int | None = 0) -> Starlette:
         return ORJSONResponse({"user": int(raw), "count": len(orders), "orders": orders})
 
     return Starlette(
-        routes=[Route("/orders", list_orders, methods=["GET"]), *COMMON_ROUTES],
+        routes=[
+            Route("/orders", list_orders, methods=["GET"]),
+            *stock_routes(lambda: pools["db"]),
+            *COMMON_ROUTES,
+        ],
         middleware=[Middleware(FaultInjection, seed=seed)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -26,3 +26,8 @@ def hold(port: str) -> dict[str, Any]:
 def pid() -> dict[str, Any]:
     """A legacy function: the PID of the gateway (worker) process that ran the call."""
     return {"pid": os.getpid()}
+
+
+def echo_args(**kwargs: str) -> dict[str, Any]:
+    """A legacy or compute function that answers the keyword arguments it was called with."""
+    return {"args": kwargs}

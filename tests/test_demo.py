@@ -75,13 +75,21 @@ def test_demo_answers_its_curl_lines_and_stops_everything(
     children = psutil.Process(process.pid).children(recursive=True)
     assert len(children) >= 3  # services and the gateway
 
-    urls = [re.search(r"(http://\S+?)'?(\s|$)", line) for line in printed if "curl" in line]
+    lines = [line for line in printed if "curl" in line]
+    urls = [re.search(r"(http://\S+?)'?(\s|$)", line) for line in lines]
     assert len(urls) >= 5
+    writes: list[httpx.Response] = []
     with httpx.Client(timeout=30) as client:
-        for match in urls:
+        for line, match in zip(lines, urls, strict=True):
             assert match is not None
             url = match.group(1)
-            response = client.get(url)
+            data = re.search(r" -d '([^']*)'", line)
+            if data is None:
+                response = client.get(url)
+            else:
+                json_type = {"content-type": "application/json"}
+                response = client.post(url, content=data.group(1), headers=json_type)
+                writes.append(response)
             # some lines show errors on purpose (a timeout, a bad parameter): every answer is
             # JSON or a problem+json, never an internal error
             assert response.status_code != 500, (url, response.text)
@@ -91,6 +99,22 @@ def test_demo_answers_its_curl_lines_and_stops_everything(
                 assert response.headers["content-type"].startswith("application/"), url
         product = client.get(urls[0].group(1) if urls[0] else "").json()
         assert product["id"] == 42 and "author" in product and "reviews" in product
+        # the write: an order placed, then one refused by the stock service's own 409
+        placed, refused = writes
+        assert placed.status_code == 200, placed.text
+        order = placed.json()
+        assert order["user_id"] == 7 and order["status"] == "placed"
+        assert order["reservation"]["sku"] == 42 and order["reservation"]["quantity"] == 1
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == "only 3 left of sku 13"
+        # its analytics event arrives after the answer: each check is a round trip
+        events_url = next(m.group(1) for m in urls if m and m.group(1).endswith("/events"))
+        for _ in range(1000):
+            events = client.get(events_url).json()
+            if events["count"] >= 1:
+                break
+        assert events["last"][0]["type"] == "order_created"
+        assert events["last"][0]["order"] == order["id"]
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0

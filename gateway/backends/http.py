@@ -29,7 +29,8 @@ from gateway.backends.freshness import freshness
 from gateway.backends.live import LiveBackend, OpenContext
 from gateway.config.models import BackendSpec, CallSpec, Problem, ResilienceSpec
 from gateway.config.refs import RefScope
-from gateway.config.values import HTTP_METHODS, BaseUrl
+from gateway.config.values import BODYLESS_METHODS, HTTP_METHODS, BaseUrl
+from gateway.engine.bodies import is_json
 from gateway.engine.plan import CallTraits
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
 from gateway.types import BackendRequest, BackendResponse, Call
@@ -112,13 +113,19 @@ class HttpUpstream:
     slots: asyncio.Semaphore
     capacity: int
     _rotation: Iterator[str] = field(init=False)
+    error_body_bytes: int = 64 * 1024
+    """The largest 4xx JSON body kept for `pass_errors` (GATEWAY_ERROR_BODY_BYTES)."""
 
     def __post_init__(self) -> None:
         self._rotation = itertools.cycle(self.base_urls)
 
     @classmethod
     def from_spec(
-        cls, name: str, spec: HttpBackend, session: aiohttp.ClientSession
+        cls,
+        name: str,
+        spec: HttpBackend,
+        session: aiohttp.ClientSession,
+        error_body_bytes: int = 64 * 1024,
     ) -> HttpUpstream:
         return cls(
             name=name,
@@ -126,6 +133,7 @@ class HttpUpstream:
             base_urls=tuple(spec.base_urls),
             slots=asyncio.Semaphore(spec.max_connections),
             capacity=spec.max_connections,
+            error_body_bytes=error_body_bytes,
         )
 
     def __repr__(self) -> str:
@@ -142,24 +150,35 @@ class HttpUpstream:
 
 
 def http_call(upstream: HttpUpstream) -> Call:
-    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer."""
+    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer.
+
+    A 4xx answer whose body is JSON keeps that body in its `BadStatus` (up to
+    `upstream.error_body_bytes`), for `pass_errors`.
+    """
 
     async def call(request: BackendRequest) -> BackendResponse:
         url = upstream.url(request.path)
         if request.query:
             url = url.extend_query(request.query)
+        sent = [("Accept", "application/json"), *request.headers]
+        if request.content_type is not None and not any(
+            name.lower() == "content-type" for name, _ in request.headers
+        ):
+            sent.append(("Content-Type", request.content_type))
         async with upstream.slots:
             try:
                 async with upstream.session.request(
                     request.method,
                     url,
-                    headers=[("Accept", "application/json"), *request.headers],
+                    headers=sent,
+                    data=request.body,
                     allow_redirects=False,  # a redirect could lead off the configured hosts
                     auto_decompress=True,
                 ) as response:
                     data = await response.read()
                     status = response.status
-                    headers = response.headers
+                    received = response.headers
+                    content_type = received.get("Content-Type")
             except aiohttp.ClientConnectionError as exc:
                 raise UpstreamUnavailable(f"cannot reach {upstream.name}: {exc}") from exc
             except aiohttp.ClientPayloadError as exc:
@@ -168,9 +187,19 @@ def http_call(upstream: HttpUpstream) -> Call:
             except aiohttp.ClientResponseError as exc:
                 raise UpstreamUnavailable(f"bad response from {upstream.name}: {exc}") from exc
         if not 200 <= status < 300:
-            raise BadStatus(f"{upstream.name} answered {status}", status=status)
+            kept = (
+                400 <= status < 500
+                and is_json(content_type)
+                and len(data) <= upstream.error_body_bytes
+            )
+            raise BadStatus(
+                f"{upstream.name} answered {status}",
+                status=status,
+                body=data if kept else None,
+                content_type=content_type if kept else None,
+            )
         max_age, cacheable = freshness(
-            headers.get("Cache-Control"), headers.get("Expires"), headers.get("Date")
+            received.get("Cache-Control"), received.get("Expires"), received.get("Date")
         )
         try:
             body = orjson.loads(data) if data else None
@@ -189,7 +218,7 @@ class HttpKind:
     name = "http"
     spec = HttpBackend
     passthrough = True
-    call_fields = frozenset({"path", "query", "headers", "method"})
+    call_fields = frozenset({"path", "query", "headers", "method", "body", "pass_errors"})
 
     def check(self, name: str, spec: HttpBackend) -> list[Problem]:
         return []
@@ -197,9 +226,17 @@ class HttpKind:
     def check_call(
         self, spec: HttpBackend, call: CallSpec, where: str, scope: RefScope
     ) -> list[Problem]:
-        if call.method.upper() not in HTTP_METHODS:
+        method = call.method.upper()
+        if method not in HTTP_METHODS:
             expected = ", ".join(f"'{m}'" for m in HTTP_METHODS[:-1])
             return [(f"{where}.method", f"Input should be {expected} or '{HTTP_METHODS[-1]}'")]
+        if call.body is not None and method in BODYLESS_METHODS:
+            return [
+                (
+                    f"{where}.body",
+                    f"a {method} call sends no body: give it `method: POST` (or PUT...)",
+                )
+            ]
         return []
 
     def traits(self, spec: HttpBackend, call: CallSpec) -> CallTraits:
@@ -214,7 +251,9 @@ class HttpKind:
         session = client_session(context, sum(b.max_connections for b in specs.values()))
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
-            upstream = HttpUpstream.from_spec(name, spec, session)
+            upstream = HttpUpstream.from_spec(
+                name, spec, session, context.settings.error_body_bytes
+            )
             live[name] = LiveBackend(
                 name=name,
                 kind=self.name,
@@ -240,6 +279,7 @@ def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
                     base_urls=(url,),
                     slots=upstream.slots,
                     capacity=upstream.capacity,
+                    error_body_bytes=upstream.error_body_bytes,
                 )
             ),
         )

@@ -70,7 +70,18 @@ class BackendKind(Protocol):
         ...
 
 
-KIND_FIELDS = ("path", "query", "headers", "method", "args", "sql", "params", "result")
+KIND_FIELDS = (
+    "path",
+    "query",
+    "headers",
+    "method",
+    "args",
+    "sql",
+    "params",
+    "result",
+    "body",
+    "pass_errors",
+)
 """Call fields whose meaning belongs to a kind; a call may set only those its kind takes."""
 
 BUILT_IN: tuple[BackendKind, ...] = (postgres.KIND, http.KIND, legacy.KIND, compute.KIND)

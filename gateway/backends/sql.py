@@ -122,11 +122,17 @@ def bind(params: Iterable[Template], sources: Sources) -> tuple[Any, ...]:
         if is_absent(ref, sources):
             bound.append(None)
             continue
-        raw = lookup_scalar(ref, sources)
+        name = str(ref).strip("{}").split(":")[0]
+        try:
+            raw = lookup_scalar(ref, sources)
+        except MissingValue:
+            if not ref.from_client:
+                raise
+            # present (not absent) but an object or a list: a client's JSON body sent it
+            raise BadRequest(f"parameter {name!r} is not a single value") from None
         try:
             bound.append(convert(ref.type_name, raw))
         except ValueError as exc:
-            name = str(ref).strip("{}").split(":")[0]
             if not ref.from_client:
                 raise MissingValue(f"{name}: {exc}") from None
             raise BadRequest(f"parameter {name!r} is {exc}: {as_text(raw)[:100]!r}") from None

@@ -18,7 +18,9 @@ from gateway.config.document import GatewaySpec
 from gateway.config.edge_checks import check_edge
 from gateway.config.models import BackendSpec, CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
-from gateway.config.values import HOP_BY_HOP
+from gateway.config.values import BODYLESS_METHODS, HOP_BY_HOP
+from gateway.config.writes import check_writes
+from gateway.engine.bodies import body_texts
 from gateway.errors import ConfigError
 
 
@@ -58,12 +60,20 @@ def check_references(spec: GatewaySpec) -> list[Problem]:
                     (f"{where}.cache_control", "a passthrough sends its upstream's own headers")
                 )
         names = [c.name or "" for c in endpoint.calls]
+        has_body = endpoint.method not in BODYLESS_METHODS
         for c_index, call in enumerate(endpoint.calls):
             needs = (*call.needs, *implied_needs(call))
-            scope = RefScope(tuple(params), needs, len(names), for_each=call.for_each is not None)
+            scope = RefScope(
+                tuple(params),
+                needs,
+                len(names),
+                for_each=call.for_each is not None,
+                has_body=has_body,
+            )
             problems += _check_call(spec, call, names, scope, f"{where}.calls[{c_index}]", known)
         problems += check_collections(endpoint, where)
         problems += _check_cycles(endpoint, where)
+        problems += check_writes(endpoint, where)
     problems += check_edge(spec)  # auth, cors, rate limits (gateway/config/edge_checks.py)
     return problems
 
@@ -110,6 +120,7 @@ def _check_call(
     templates = [("path", call.path)]
     templates += [(f"query.{k}", v) for k, v in call.query.items()]
     templates += [(f"headers.{k}", v) for k, v in call.headers.items()]
+    templates += list(body_texts(call.body))
     for field_name, text in templates:
         problems += check_template(text, scope, f"{where}.{field_name}")[1]
     if backend is not None:

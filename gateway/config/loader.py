@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -30,6 +30,7 @@ from gateway.config.expand import expand
 from gateway.config.include import Document, Origins, merge
 from gateway.config.settings import expansion_environment
 from gateway.config.shaping import UNION_TAGS
+from gateway.config.writes import load_schemas
 from gateway.errors import ConfigError
 
 MAX_ALIASES = 10_000
@@ -145,10 +146,23 @@ def _load(text: str, name: str, base: Path, environ: Mapping[str, str] | None) -
         spec = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_pydantic_lines(exc, model, data, origins)) from None
-    found = check_references(spec)
+    # request schemas named by file are read relative to the file of their endpoint
+    endpoints, found = load_schemas(spec.endpoints, _base_of(origins, base))
+    spec = spec.model_copy(update={"endpoints": endpoints})
+    found += check_references(spec)
     if found:
         raise ConfigError([origins.line(where, why) for where, why in found])
     return Loaded(spec, data, frozenset(secrets))
+
+
+def _base_of(origins: Origins, base: Path) -> Callable[[int], Path]:
+    """Where the relative paths of the endpoint at a merged index start: its file's dir."""
+
+    def of(index: int) -> Path:
+        name, _ = origins.place(f"endpoints[{index}]")
+        return base if name == origins.main else Path(name).parent
+
+    return of
 
 
 def _document(
@@ -264,12 +278,17 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     """('endpoints', 2, 'calls', 0, 'backend') -> 'endpoints[2].calls[0].backend'.
 
     pydantic puts the discriminator value of a tagged union into the location
-    (`backends.db.postgres.dsn`, `auth.users.jwt.issuer`); the user never wrote it, so it
-    is dropped.
+    (`backends.db.postgres.dsn`, `auth.users.jwt.issuer`), and the JSON type at each level
+    of a call's `body`; the user never wrote them, so they are dropped.
     """
     names = {kind.name for kind in kinds()} | set(AUTH_KINDS)
+    # a call's `body` is any JSON value: pydantic names the JSON type at each level of it
+    # (`body.dict.a.list[1]`), one tag before every key or index the user wrote
+    body = next((i for i in range(2, len(loc)) if loc[i] == "body" and loc[i - 2] == "calls"), None)
     parts: list[str] = []
     for index, item in enumerate(loc):
+        if body is not None and index > body and (index - body) % 2 == 1:
+            continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif index == 2 and loc[0] in _TAGGED and item in names:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, JsonValue, model_validator
 
 from gateway.config.edge import CorsSpec, EndpointAuth
+from gateway.config.requests import RequestSpec
 from gateway.config.shaping import JoinSpec, Shape
 from gateway.config.values import Duration, Lapse, Share, UpperMethod
 
@@ -188,6 +189,22 @@ class CallSpec(Model):
         default=None,
         description="Array shaping of the result (move, del, append, flatten, sort, limit).",
     )
+    body: JsonValue = Field(
+        default=None,
+        description="http: what the call sends: `forward` (the client's body as it came, with "
+        "its Content-Type) or a JSON template (a string that is exactly one ref keeps the "
+        "value's JSON type, e.g. '{body.items}'; text mixed with refs is text). Default: none.",
+    )
+    pass_errors: bool = Field(
+        default=False,
+        description="http: when this call fails the endpoint with a 4xx, answer that status "
+        "and the backend's JSON body (5xx stays 502/504).",
+    )
+    background: bool = Field(
+        default=False,
+        description="Run after the response is sent; it never affects the answer (not "
+        "`required`; only background calls may need it).",
+    )
 
 
 class ProxySpec(Model):
@@ -230,6 +247,11 @@ class EndpointSpec(Model):
     )
     cors: CorsSpec | None = Field(
         default=None, description="Overrides the gateway-wide `cors` for this endpoint."
+    )
+    request: RequestSpec | None = Field(
+        default=None,
+        description="The client's JSON body (415 if not JSON, 400 if malformed), with an "
+        "optional schema; `{body...}` templates read it.",
     )
 
     @model_validator(mode="after")

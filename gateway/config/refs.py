@@ -22,6 +22,8 @@ class RefScope:
     """How many calls the endpoint has."""
     for_each: bool = False
     """The templates belong to a `for_each` call: `{item.x}` reads its element."""
+    has_body: bool = True
+    """Whether the endpoint's requests carry a body (`{body...}` readable): not GET or HEAD."""
 
 
 def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
@@ -32,6 +34,8 @@ def check_ref(ref: Ref, scope: RefScope, where: str) -> list[Problem]:
         return [(where, f"{ref}: add {ref.key!r} to `needs` to use its result")]
     if ref.source == "item" and not scope.for_each:
         return [(where, f"{ref}: `item` is the element of a `for_each` call; this call has none")]
+    if ref.source == "body" and not scope.has_body:
+        return [(where, f"{ref}: GET and HEAD requests carry no body to read")]
     return []
 
 

@@ -144,3 +144,16 @@ class Settings(BaseSettings):
     redis_retry_seconds: float = Field(
         default=5.0, gt=0, description="While Redis is unreachable, how often it is tried again."
     )
+    background_calls: int = Field(
+        default=1000,
+        ge=0,
+        description="Background calls (`background: true`) pending at once; a request whose "
+        "background calls would go past it has them dropped (gateway_background_calls_total"
+        "{outcome=dropped}).",
+    )
+    error_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="Largest backend 4xx JSON body a `pass_errors` call passes to the client; "
+        "a larger one: the status passes with the gateway's own problem+json.",
+    )

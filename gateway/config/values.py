@@ -16,6 +16,9 @@ from yarl import URL
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
 """Every method an endpoint or an HTTP call may name, in the order the docs list them."""
+BODYLESS_METHODS = frozenset({"GET", "HEAD"})
+"""Requests the gateway neither reads a body of nor sends one with (RFC 9110 9.3.1-2: a body
+there has no defined meaning, and some servers refuse it)."""
 
 HOP_BY_HOP = frozenset(
     {

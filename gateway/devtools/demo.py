@@ -250,6 +250,11 @@ def _announce(base: str, ports: dict[str, int], database_url: str, config: Path)
         f"  curl -si {base}/api/users/abc       # a bad typed parameter: 400\n"
         f"  curl -sN '{base}/api/users-export?limit=5'   # NDJSON from a cursor\n"
         f"  curl -s {base}/api/catalog/products/7\n"
+        f"  curl -s {base}/api/orders -H 'content-type: application/json'"
+        f' -d \'{{"user_id": 7, "sku": 42, "quantity": 1}}\'   # a write\n'
+        f"  curl -si {base}/api/orders -H 'content-type: application/json'"
+        f' -d \'{{"user_id": 7, "sku": 13, "quantity": 5}}\'   # 409: 3 in stock\n'
+        f"  curl -s http://127.0.0.1:{ports['users']}/events   # the orders' background events\n"
         f"  curl -s {base}/metrics | grep gateway_requests",
         flush=True,
     )

@@ -3,14 +3,15 @@
 It holds what the client sent that templates may read (path parameters, query, headers, the
 client's address) as named *sources*, plus the request id. Per-route steps (authentication,
 body reading...) add sources by making a new context (`with_source`), so handlers and the
-engine read one value and never the ASGI scope or a Starlette request.
+engine read one value and never the ASGI scope or a Starlette request. The body step also
+keeps the client's bytes as they came (`raw_body`, for `body: forward` calls).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,18 @@ from gateway.engine.templates import Sources
 
 ClientIp = Callable[[str | None, Mapping[str, str]], str | None]
 """(peer address, request headers) -> the client's address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """The client's request body exactly as it arrived (read whole, within `max_body`)."""
+
+    data: bytes
+    content_type: str | None
+    """The client's Content-Type header as sent; None when it sent none."""
+
+    def __repr__(self) -> str:
+        return f"<RawBody {len(self.data)} bytes {self.content_type or 'untyped'}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,8 @@ class RequestContext:
     sources: Sources
     """`path`, `query` (the last value of each name), `header` (lower-case names, the first
     value of each), `client` (`ip`), and whatever the endpoint's steps added."""
+    raw_body: RawBody | None = None
+    """The body's bytes, set by the body step of an endpoint that reads or forwards it."""
 
     def __repr__(self) -> str:
         return f"<RequestContext {self.method} {self.request_id} [{', '.join(self.sources)}]>"
@@ -62,9 +77,11 @@ class RequestContext:
 
     def with_source(self, name: str, value: Any) -> RequestContext:
         """A copy with one more (or a replaced) source."""
-        return RequestContext(
-            self.method, self.request_id, self.query_items, {**self.sources, name: value}
-        )
+        return replace(self, sources={**self.sources, name: value})
+
+    def with_raw_body(self, body: RawBody) -> RequestContext:
+        """A copy that carries the client's body bytes."""
+        return replace(self, raw_body=body)
 
     @classmethod
     def from_scope(

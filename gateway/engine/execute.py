@@ -58,11 +58,22 @@ class Outcome:
         return self.error is None
 
 
-async def execute(nodes: Sequence[Node], deadline: float) -> dict[str, Outcome]:
-    """Run every node; each is bounded by its own timeout and by `deadline` (loop time)."""
+async def execute(
+    nodes: Sequence[Node], deadline: float, done: Mapping[str, Outcome] | None = None
+) -> dict[str, Outcome]:
+    """Run every node; each is bounded by its own timeout and by `deadline` (loop time).
+
+    `done` holds outcomes of calls that ran before (a background call needs the calls that
+    answered the client): nodes may need them, and they are not returned again.
+    """
     loop = asyncio.get_running_loop()
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
+    for name, outcome in (done or {}).items():
+        finished[name] = loop.create_future()
+        finished[name].set_result(outcome)
+        if outcome.ok:
+            results[name] = outcome.value
 
     async def run(node: Node) -> None:
         outcome = await _run_node(node, finished, results, deadline, loop)
@@ -73,7 +84,7 @@ async def execute(nodes: Sequence[Node], deadline: float) -> dict[str, Outcome]:
     async with asyncio.TaskGroup() as group:
         for node in nodes:
             group.create_task(run(node), name=f"call:{node.name}")
-    return {name: future.result() for name, future in finished.items()}
+    return {node.name: finished[node.name].result() for node in nodes}
 
 
 async def _run_node(

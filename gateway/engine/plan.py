@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
-from gateway.engine.context import RequestContext
+from gateway.engine.bodies import Body, ForwardBody, plan_body, reads_body
+from gateway.engine.context import RawBody, RequestContext
 from gateway.engine.foreach import ForEach
 from gateway.engine.merge import Shape, dotted
 from gateway.engine.paths import Path, parse_path
@@ -103,6 +104,11 @@ class CallPlan:
     shaping: Shaping = ()
     """The call's `shape:` operations (for a `for_each` call: of each element's result)."""
 
+    body: Body | None = None
+    """What the call sends: the client's body (`forward`), a JSON template, or nothing."""
+    pass_errors: bool = False
+    background: bool = False
+
     @property
     def attached(self) -> bool:
         """True when the call's result goes inside another call's elements (`into`,
@@ -140,11 +146,19 @@ class EndpointPlan:
     """Cache-Control of the endpoint's own complete answers (with ETag and 304)."""
     shaping: Shaping = ()
     """The endpoint's `shape:`, applied to the merged body last."""
+    reads_json: bool = False
+    """The client's body is parsed as JSON before any call: the endpoint has a `request`
+    block, or a template reads `{body...}`."""
 
     @property
     def streams(self) -> bool:
         """True for an endpoint whose only call streams its result (NDJSON)."""
         return len(self.calls) == 1 and self.calls[0].streams
+
+    @property
+    def forwards(self) -> bool:
+        """True when a call sends the client's body as it came (`body: forward`)."""
+        return any(isinstance(call.body, ForwardBody) for call in self.calls)
 
 
 def plan_endpoint(
@@ -169,6 +183,7 @@ def plan_endpoint(
         ),
         cache_control=endpoint.cache_control,
         shaping=plan_shaping(endpoint.shape),
+        reads_json=endpoint.request is not None or reads_body(endpoint.calls),
     )
 
 
@@ -204,6 +219,9 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
             place=place,
         ),
         streams=traits.streams,
+        body=plan_body(call.body),
+        pass_errors=call.pass_errors,
+        background=call.background,
         for_each=for_each,
         join=join,
         shaping=plan_shaping(call.shape),
@@ -270,13 +288,21 @@ def render_request(
     forwarded_headers: tuple[tuple[str, str], ...],
     deadline: float | None = None,
     identity: str = "",
+    client_body: RawBody | None = None,
 ) -> BackendRequest:
-    """The backend request for one call; MissingValue when a value it needs is absent."""
+    """The backend request for one call; MissingValue when a value it needs is absent.
+
+    `client_body` is the client's body as it came, for a `body: forward` call.
+    """
+    body: bytes | None = None
+    content_type: str | None = None
     try:
         path = render_text(call.path, sources, encode_segment)
         query = render_pairs(call.query, sources)
         headers = render_pairs(call.headers, sources)
         args = call.arguments.render(sources)
+        if call.body is not None:
+            body, content_type = call.body.render(sources, client_body)
     except MissingValue as exc:
         raise MissingValue(f"cannot build the request: {exc}") from None
     own_query = {k for k, _ in query}
@@ -289,6 +315,8 @@ def render_request(
         args=args,
         deadline=deadline,
         identity=identity,
+        body=body,
+        content_type=content_type,
     )
 
 

@@ -1,5 +1,6 @@
 """Config templates: `{id}`, `{query.lang}`, `{header.accept-language}`, `{client.ip}`,
-`{calls.product.author_id}`, `{item.sku}`, `{calls.products.*.id|join:,}`.
+`{calls.product.author_id}`, `{item.sku}`, `{calls.products.*.id|join:,}`,
+`{body.customer.name}`.
 
 A template is parsed once at start-up into literal text and `Ref`s; rendering only looks
 values up. Every ref reads one *source* by name (`path`, `query`, `header`, `client`,
@@ -50,6 +51,7 @@ SOURCES: Mapping[str, SourceRule] = {
     # what the endpoint's authenticator accepted: {auth.sub}, {auth.claims.tenant},
     # {auth.key.name} (gateway/web/auth); only endpoints with `auth` may read it
     "auth": SourceRule(1, None),
+    "body": SourceRule(1, None),  # the client's JSON body (gateway/web/request_body.py)
 }
 """Every source a ref may name besides `path` (a bare `{name}` is a path parameter)."""
 
@@ -268,11 +270,16 @@ def lookup_scalar(ref: Ref, sources: Sources) -> str | int | float | bool:
 
 
 def is_absent(ref: Ref, sources: Sources) -> bool:
-    """True when a ref into the client request names a value the client did not send."""
+    """True when a ref into the client request names a value the client did not send (for
+    a field path into a JSON body: any step of it missing)."""
     if not ref.from_client or ref.source == "path" or ref.has_default:
         return False
-    source = sources.get(ref.source)
-    return not isinstance(source, Mapping) or ref.key not in source
+    current = sources.get(ref.source)
+    for step in (ref.key, *ref.field):
+        if not isinstance(current, Mapping) or step not in current:
+            return True
+        current = current[step]
+    return False
 
 
 def as_text(value: Any) -> str:

@@ -1,12 +1,13 @@
 """Coalescing policy: identical concurrent calls to a backend share one upstream request.
 
 Only idempotent calls are wrapped (`resolve_policies` decides: by default the GETs, HEADs and
-OPTIONS of http backends). Identical means same method, path, query, headers and args, except
-`X-Request-ID` (unique per client request by design). The first caller's request is sent;
-callers that arrive while it is in flight wait for the same answer. The shared call runs as a
-task of its own so that one waiter leaving (its client went away, its deadline passed) does
-not cancel it for the others; it is cancelled when the last waiter leaves, so it never
-outlives all of them.
+OPTIONS of http backends). Identical means same method, path, query, headers, args and body,
+except `X-Request-ID` (unique per client request by design) and the `X-Forwarded-*` headers
+(who asked, not what was asked: the shared request tells the first caller's). The first
+caller's request is sent; callers that arrive while it is in flight wait for the same answer.
+The shared call runs as a task of its own so that one waiter leaving (its client went away,
+its deadline passed) does not cancel it for the others; it is cancelled when the last waiter
+leaves, so it never outlives all of them.
 """
 
 from __future__ import annotations
@@ -30,12 +31,24 @@ class Flight:
 
 Flights = dict[Hashable, Flight]
 
+_PER_CLIENT = frozenset(
+    {"x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+)
+
 
 def coalesce_key(request: BackendRequest) -> Hashable | None:
     """What makes two requests identical; None when the request cannot be compared."""
-    headers = tuple((k, v) for k, v in request.headers if k.lower() != "x-request-id")
+    headers = tuple((k, v) for k, v in request.headers if k.lower() not in _PER_CLIENT)
     try:
-        key = (request.method, request.path, request.query, headers, _frozen(request.args))
+        key = (
+            request.method,
+            request.path,
+            request.query,
+            headers,
+            _frozen(request.args),
+            request.body,
+            request.content_type,
+        )
         hash(key)
     except TypeError:  # an argument that cannot be compared is never shared
         return None

@@ -3,7 +3,14 @@
 Status rules: if every call failed, or a `required` call failed, the answer is 502 (504 when
 the cause was a timeout) as problem+json naming the failed calls. Otherwise 200 with what
 succeeded and `X-Gateway-Complete: true|false`. A `for_each` call with failed elements is a
-partial answer (`false`), and fails the endpoint when it is `required`.
+partial answer (`false`), and fails the endpoint when it is `required`. A decisive failure
+caused by a `pass_errors` call whose backend answered 4xx answers that status instead
+(`_passed_error`).
+
+Background calls (`background: true`) are not part of the answer: they are handed to the
+app's `BackgroundCalls` once the response has been sent (gateway/web/background.py).
+Every call to an HTTP backend is told who the client is (`X-Forwarded-*`, the passthrough's
+rule: gateway/web/forwarding.py); a header the client's `Connection` names is never passed.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +34,7 @@ from gateway.engine.plan import CallPlan, EndpointPlan, check_request, render_re
 from gateway.errors import (
     BadArgument,
     BadRequest,
+    BadStatus,
     CallError,
     CallTimeout,
     NoRow,
@@ -34,21 +43,38 @@ from gateway.errors import (
 )
 from gateway.observability.metrics import GatewayMetrics
 from gateway.types import JSON, Call
+from gateway.web.background import BackgroundCalls
+from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding, connection_named
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
 
+Forwarded = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+"""(query pairs, header pairs) every call of one request gets."""
+
 
 def aggregation_handler(
-    plan: EndpointPlan, calls: Mapping[str, Call], metrics: GatewayMetrics
+    plan: EndpointPlan,
+    calls: Mapping[str, Call],
+    metrics: GatewayMetrics,
+    *,
+    forwarding: Forwarding | None = None,
+    background: BackgroundCalls | None = None,
 ) -> Handler:
     """The handler of one aggregation endpoint, built once at start-up; `calls` holds each
-    call's policy-wrapped Call, by call name."""
+    call's policy-wrapped Call, by call name. `forwarding` says what backends are told of the
+    client (X-Forwarded-*; None: nothing), `background` runs the background calls."""
     by_name = {call.name: call for call in plan.calls}
+    answering = tuple(call for call in plan.calls if not call.background)
+    later = tuple(call for call in plan.calls if call.background)
+    later_names = tuple(call.name for call in later)
+    assert background is not None or not later, "background calls need a BackgroundCalls"
+    # the gateway says who the client is itself (forwarding.py): a client's claims never pass
+    forward_headers = tuple(h for h in plan.forward_headers if h not in FORWARDING_HEADERS)
 
     def node(
         call: CallPlan,
         context: RequestContext,
-        forwarded: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]],
+        forwarded: Forwarded,
         deadline: float,
         identity: str,
     ) -> Node:
@@ -63,13 +89,25 @@ def aggregation_handler(
                     call.for_each,
                     sources,
                     lambda item: render_request(
-                        call, item, forwarded_query, forwarded_headers, deadline, identity
+                        call,
+                        item,
+                        forwarded_query,
+                        forwarded_headers,
+                        deadline,
+                        identity=identity,
+                        client_body=context.raw_body,
                     ),
                     backend_call,
                     call.shape.pick,
                 )
             backend_request = render_request(
-                call, sources, forwarded_query, forwarded_headers, deadline, identity
+                call,
+                sources,
+                forwarded_query,
+                forwarded_headers,
+                deadline,
+                identity=identity,
+                client_body=context.raw_body,
             )
             response = await backend_call(backend_request)
             return pick_field(response.body, call.shape.pick)
@@ -77,6 +115,20 @@ def aggregation_handler(
         # the call's own timeout bounds each try inside the policies (gateway/policies), so
         # that retries get one each and breakers see timeouts; here only the deadline
         return Node(call.name, call.needs, plan.timeout, run)
+
+    def forwarded_headers(request: Request, context: RequestContext) -> tuple[tuple[str, str], ...]:
+        """The listed client headers (not those its Connection header names), what the
+        backends are told of the client, and the request id."""
+        headers = context.headers
+        named = connection_named(request.scope["headers"]) if "connection" in headers else ()
+        chosen = [(h, headers[h]) for h in forward_headers if h in headers and h not in named]
+        if forwarding is not None:
+            scope = request.scope
+            peer = scope["client"][0] if scope.get("client") else None
+            told = forwarding.upstream_headers(peer, scope["scheme"], headers)
+            chosen += [(name.lower(), value) for name, value in told]
+        chosen.append(("x-request-id", context.request_id))
+        return tuple(chosen)
 
     async def handle(request: Request, context: RequestContext) -> Response:
         try:
@@ -89,22 +141,36 @@ def aggregation_handler(
             for key, value in context.query_items
             if key == name
         )
-        headers = context.headers
-        forwarded_headers = (
-            *((h, headers[h]) for h in plan.forward_headers if h in headers),
-            ("x-request-id", context.request_id),
-        )
-        deadline = asyncio.get_running_loop().time() + plan.timeout
-        forwarded = (forwarded_query, forwarded_headers)
+        forwarded = (forwarded_query, forwarded_headers(request, context))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + plan.timeout
         identity = context.identity
         outcomes = await execute(
-            [node(call, context, forwarded, deadline, identity) for call in plan.calls], deadline
+            [node(call, context, forwarded, deadline, identity) for call in answering], deadline
         )
         _observe(metrics, plan.path, outcomes)
         _observe_elements(metrics, plan.path, outcomes)
         response = respond(plan, by_name, outcomes)
         if plan.cache_control is not None:
-            return revalidated(response, plan.cache_control, headers.get("if-none-match"))
+            response = revalidated(
+                response, plan.cache_control, context.headers.get("if-none-match")
+            )
+        if later and background is not None:
+
+            async def run_later() -> Mapping[str, Outcome]:
+                deadline = loop.time() + plan.timeout  # the endpoint's budget, from now
+                done = await execute(
+                    [node(call, context, forwarded, deadline, identity) for call in later],
+                    deadline,
+                    outcomes,
+                )
+                _observe(metrics, plan.path, done)
+                return done
+
+            # Starlette runs a response's background after its last byte was sent
+            response.background = BackgroundTask(
+                background.start, plan.path, later_names, run_later
+            )
         return response
 
     return handle
@@ -122,6 +188,9 @@ def respond(
     if len(failed) == len(outcomes):
         decisive = failed
     if decisive:
+        passed = _passed_error(calls, decisive, failed, outcomes)
+        if passed is not None:
+            return passed
         errors = [e for o in decisive.values() for e in _errors_of(o)]
         status, headers = _failure_status(errors, outcomes)
         names = ", ".join(decisive)
@@ -131,7 +200,8 @@ def respond(
             headers=headers,
             failed_calls={n: _describe_outcome(o) for n, o in {**failed, **partial}.items()},
         )
-    body = assemble(plan.calls, outcomes, plan.shaping)
+    # the answer is made of the calls that ran for it (background calls run after it)
+    body = assemble([c for c in plan.calls if c.name in outcomes], outcomes, plan.shaping)
     if plan.error_details and (failed or partial):
         body["_errors"] = {n: _describe_outcome(o) for n, o in {**failed, **partial}.items()}
     return Response(
@@ -181,6 +251,57 @@ def _describe_outcome(outcome: Outcome) -> dict[str, Any]:
         f"element {indexes[0]}: {first}",
         "elements": indexes,
     }
+
+
+def _passed_error(
+    calls: Mapping[str, CallPlan],
+    decisive: Mapping[str, Outcome],
+    failed: Mapping[str, Outcome],
+    outcomes: Mapping[str, Outcome],
+) -> Response | None:
+    """The backend's own 4xx answer, when a decisive failure comes from a `pass_errors` call
+    (itself, or a call it needed, through any chain of skips); the first such call in config
+    order wins, ahead of every other failure (a 4xx is about the client's request: retrying
+    after a 504 elsewhere would only meet it again). None: no such failure."""
+    for name in decisive:
+        cause = _root_cause(name, outcomes)
+        error = outcomes[cause].error
+        if not (calls[cause].pass_errors and isinstance(error, BadStatus)):
+            continue
+        status = error.status
+        if status is None or not 400 <= status < 500:
+            continue
+        incomplete = {"X-Gateway-Complete": "false"}
+        if error.body is not None and error.content_type is not None and _is_json(error.body):
+            return Response(
+                error.body, status_code=status, media_type=error.content_type, headers=incomplete
+            )
+        return problem(
+            status,
+            f"call(s) failed: {cause}",
+            headers=incomplete,
+            failed_calls={n: _describe(o.error) for n, o in failed.items()},
+        )
+    return None
+
+
+def _root_cause(name: str, outcomes: Mapping[str, Outcome]) -> str:
+    """The call whose failure made `name` fail: itself, or what it was skipped for."""
+    seen = {name}
+    error = outcomes[name].error
+    while isinstance(error, Skipped) and error.cause in outcomes and error.cause not in seen:
+        name = error.cause
+        seen.add(name)
+        error = outcomes[name].error
+    return name
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _failure_status(

@@ -8,6 +8,8 @@ with its steps and its fully wired handler. Nothing is filled in later, on a req
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from gateway.policies.cache import CacheCollector, Caches
 from gateway.policies.chain import Resilience
 from gateway.policies.metrics import PolicyMetrics
 from gateway.web.aggregate import aggregation_handler
+from gateway.web.background import BackgroundCalls, shutdown_deadline
 from gateway.web.body import body_limit
 from gateway.web.edge import EdgeMiddleware
 from gateway.web.forwarding import Forwarding, parse_trusted
@@ -38,6 +41,7 @@ from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.problems import http_exception_handler
 from gateway.web.proxy import proxy_handler
+from gateway.web.request_body import body_step
 from gateway.web.steps import Handler, Step, endpoint_route
 
 
@@ -47,6 +51,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
     metrics = GatewayMetrics()
     health = Health()
     loop_lag = lag_histogram(metrics.registry)
+    background = BackgroundCalls(settings.background_calls, metrics.registry)
     plans = {
         index: plan_endpoint(endpoint, spec.backends, traits_of)
         for index, endpoint in enumerate(spec.endpoints)
@@ -72,7 +77,9 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             resilience = Resilience(live, PolicyMetrics(metrics.registry), caches)
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
             guards = await open_guards(spec, settings, context, live, health)
-            wiring = _Wiring(spec, live, resilience, metrics, settings, forwarding, guards)
+            wiring = _Wiring(
+                spec, live, resilience, metrics, settings, forwarding, guards, background
+            )
             app.router.routes = [
                 *operations,
                 *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
@@ -88,6 +95,17 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             health.state = "ready"
             yield
             health.state = "draining"
+            # background calls still use the backends: they finish (or time out) first
+            loop = asyncio.get_running_loop()
+            await background.drain(
+                shutdown_deadline(
+                    loop.time(),
+                    time.monotonic(),
+                    health.draining_since,
+                    settings.drain_seconds,
+                    settings.graceful_timeout_seconds,
+                )
+            )
 
     app = Starlette(
         routes=operations,
@@ -117,6 +135,7 @@ class _Wiring:
     settings: Settings
     forwarding: Forwarding
     guards: Guards
+    background: BackgroundCalls
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""
@@ -147,6 +166,7 @@ class _Wiring:
             )
             return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
         assert plan is not None, "every aggregation endpoint is planned"
+        steps.append(body_step(plan, endpoint.request, max_body))
         if plan.streams:
             stream = self.live[plan.calls[0].backend].stream
             assert stream is not None, "checked: a streaming call's backend can stream"
@@ -154,5 +174,11 @@ class _Wiring:
         else:
             wrap = self.resilience.wrap
             calls = {call.name: wrap(call.backend, call.policies) for call in plan.calls}
-            handler = aggregation_handler(plan, calls, self.metrics)
+            handler = aggregation_handler(
+                plan,
+                calls,
+                self.metrics,
+                forwarding=self.forwarding,
+                background=self.background,
+            )
         return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)

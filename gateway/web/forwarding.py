@@ -18,7 +18,7 @@ so this is the only place that decides.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,6 +66,18 @@ class Forwarding:
         out.append(("X-Forwarded-Proto", proto or scheme))
         out.append(("X-Forwarded-Host", host or headers.get("host", "")))
         return out
+
+
+def connection_named(raw_headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
+    """The (lower-case) names a request's `Connection` header(s) list: hop-by-hop for this
+    connection only, so never forwarded, whatever `forward_headers` says (RFC 9110 7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in raw_headers
+        if name.lower() == b"connection"
+        for token in value.decode("latin-1").split(",")
+        if token.strip()
+    )
 
 
 def parse_trusted(values: Sequence[str]) -> tuple[Network, ...]:

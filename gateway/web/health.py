@@ -8,6 +8,7 @@ begins (SIGTERM), so load balancers stop routing here before the listener closes
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import orjson
@@ -23,8 +24,20 @@ class Health:
     """The process's lifecycle state, and the readiness checks backends register."""
 
     def __init__(self) -> None:
-        self.state: State = "starting"
+        self._state: State = "starting"
         self.checks: dict[str, ReadinessCheck] = {}
+        self.draining_since: float | None = None
+        """When draining began (`time.monotonic()`): shutdown budgets count from it."""
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        if value == "draining" and self.draining_since is None:
+            self.draining_since = time.monotonic()
+        self._state = value
 
     def __repr__(self) -> str:
         return f"<Health {self.state} checks={sorted(self.checks)}>"
