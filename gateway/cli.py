@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the routes file")
     schema.set_defaults(command=_schema)
 
+    openapi = commands.add_parser("openapi", help="print the OpenAPI 3.1 document of a routes file")
+    openapi.add_argument("file")
+    openapi.set_defaults(command=_openapi)
+
     demo = commands.add_parser("demo", help="start the demo stack (services + gateway)")
     demo.add_argument(
         "--port", type=int, help="gateway port (default 8080, or the base port when given)"
@@ -110,6 +114,14 @@ def schema_text() -> str:
 
 def _schema(args: argparse.Namespace) -> int:
     sys.stdout.write(schema_text())
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from gateway.web.openapi import openapi_document
+
+    document = openapi_document(load_spec(args.file))
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
     return 0
 
 

@@ -31,6 +31,7 @@ from gateway.config.refs import RefScope
 from gateway.config.values import HTTP_METHODS, BaseUrl
 from gateway.engine.plan import CallTraits
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
+from gateway.observability.tracing import note, outgoing_headers, tracing_enabled
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.http")
@@ -116,6 +117,10 @@ class HttpUpstream:
         in_use = self.capacity - self.slots._value
         return f"<HttpUpstream {self.name} [{in_use}/{self.capacity} in flight]>"
 
+    def usage(self) -> dict[str, int]:
+        """Calls in flight against the cap (`max_connections`), for the status page."""
+        return {"in_use": self.capacity - self.slots._value, "max": self.capacity}
+
     def url(self, encoded_path: str, query_string: str = "") -> URL:
         """The next base URL in rotation joined with an already percent-encoded path."""
         base = next(self._rotation)
@@ -125,19 +130,24 @@ class HttpUpstream:
         return URL(base + encoded_path + suffix, encoded=True)
 
 
-def http_call(upstream: HttpUpstream) -> Call:
-    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer."""
+def http_call(upstream: HttpUpstream, traced: bool = False) -> Call:
+    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer;
+    `traced`: it carries the current span's `traceparent` (tracing on)."""
 
     async def call(request: BackendRequest) -> BackendResponse:
         url = upstream.url(request.path)
         if request.query:
             url = url.extend_query(request.query)
+        headers = [("Accept", "application/json"), *request.headers]
+        if traced:
+            headers.extend(outgoing_headers())
+            note({"server.address": url.host or "", "server.port": url.port or 0})
         async with upstream.slots:
             try:
                 async with upstream.session.request(
                     request.method,
                     url,
-                    headers=[("Accept", "application/json"), *request.headers],
+                    headers=headers,
                     allow_redirects=False,  # a redirect could lead off the configured hosts
                     auto_decompress=True,
                 ) as response:
@@ -184,13 +194,17 @@ class HttpKind:
     def traits(self, spec: HttpBackend, call: CallSpec) -> CallTraits:
         method = call.method.upper()  # case-insensitive in the file
         return CallTraits(
-            method=method, idempotent_by_default=method in SAFE_METHODS, resilience=spec
+            method=method,
+            idempotent_by_default=method in SAFE_METHODS,
+            resilience=spec,
+            attributes={"http.request.method": method, "url.template": call.path},
         )
 
     async def open(
         self, specs: Mapping[str, HttpBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
         session = open_session(sum(b.max_connections for b in specs.values()))
+        traced = tracing_enabled(context.settings)
         context.stack.push_async_callback(close_session, session)
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
@@ -198,18 +212,19 @@ class HttpKind:
             live[name] = LiveBackend(
                 name=name,
                 kind=self.name,
-                call=http_call(upstream),
-                hosts=_host_calls(upstream),
+                call=http_call(upstream, traced),
+                hosts=_host_calls(upstream, traced),
                 passthrough=upstream,
                 resilience=spec,
+                usage=upstream.usage,
             )
         return live
 
 
-def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
+def _host_calls(upstream: HttpUpstream, traced: bool) -> tuple[tuple[str, Call], ...]:
     """One Call per base URL, sharing the backend's cap on calls in flight."""
     if len(upstream.base_urls) == 1:
-        return ((upstream.base_urls[0], http_call(upstream)),)
+        return ((upstream.base_urls[0], http_call(upstream, traced)),)
     return tuple(
         (
             url,
@@ -220,7 +235,8 @@ def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
                     base_urls=(url,),
                     slots=upstream.slots,
                     capacity=upstream.capacity,
-                )
+                ),
+                traced,
             ),
         )
         for url in upstream.base_urls

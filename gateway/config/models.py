@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
+from gateway.config.docs import EndpointDocs
 from gateway.config.values import Duration, Share, UpperMethod
 
 Problem = tuple[str, str]
@@ -157,6 +158,9 @@ class EndpointSpec(Model):
     )
     calls: list[CallSpec] = Field(default_factory=list)
     proxy: ProxySpec | None = None
+    docs: EndpointDocs | None = Field(
+        default=None, description="What the OpenAPI document says of the endpoint."
+    )
 
     @model_validator(mode="after")
     def _name_calls(self) -> EndpointSpec:

@@ -10,7 +10,7 @@ engine never asks which kind a backend is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -72,6 +72,9 @@ class CallTraits:
     resilience: ResilienceSpec = NO_RESILIENCE
     streams: bool = False
     """The call's rows are streamed to the client (an endpoint's only call)."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """What the kind says of the call for its trace spans and the status page (an HTTP
+    path template, an SQL operation): fixed text from the config, never request values."""
 
 
 TraitsOf = Callable[[BackendSpec, CallSpec], CallTraits]
@@ -94,6 +97,8 @@ class CallPlan:
     shape: Shape
     policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
     streams: bool = False
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """The kind's description of the call (`CallTraits.attributes`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,7 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> Call
             resilience=traits.resilience,
         ),
         streams=traits.streams,
+        attributes=traits.attributes,
     )
 
 

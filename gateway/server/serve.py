@@ -11,19 +11,18 @@ skips the rest of the drain period.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import socket
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from gateway.config.document import GatewaySpec
 from gateway.config.loader import load_spec
 from gateway.config.settings import Settings
+from gateway.observability.logging import logging_config
+from gateway.observability.multiprocess import group_metrics_directory
 from gateway.server.accept import BatchAcceptServer
 from gateway.server.protocol import CountingHttpToolsProtocol
 from gateway.web.app import create_app
@@ -64,21 +63,6 @@ class DrainingServer(BatchAcceptServer):
         self.should_exit = True
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, plus the `gateway.*` loggers on the same handler and level.
-
-    Without it they have no handler, and Python prints only their warnings: the drain and
-    shutdown steps (which a pod's log should show) would be lost.
-    """
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["gateway"] = {
-        "handlers": ["default"],
-        "level": LOG_LEVELS[level.lower()],
-        "propagate": False,
-    }
-    return config
-
-
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     """The uvicorn settings tuned for many concurrent connections."""
     return uvicorn.Config(
@@ -93,7 +77,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
         log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         access_log=False,  # per-request logging costs ~15% throughput; metrics carry the counts
         workers=settings.workers,
         factory=isinstance(app, str),
@@ -114,7 +98,9 @@ def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> None:
         # GATEWAY_CONFIG) through `app_from_settings`. The drain period applies per process
         # only with one worker; on Kubernetes run one worker per pod and scale by replicas.
         config = uvicorn_config("gateway.server.serve:app_from_settings", settings)
-        Multiprocess(config, sockets=inherited or [config.bind_socket()]).run()
+        # before the workers start: they sum their metrics through this directory
+        with group_metrics_directory(settings.prometheus_multiproc_dir):
+            Multiprocess(config, sockets=inherited or [config.bind_socket()]).run()
         return
     app = create_app(spec, settings)
     server = DrainingServer(uvicorn_config(app, settings), app.state.health, settings.drain_seconds)

@@ -26,6 +26,7 @@ from gateway.engine.context import RequestContext
 from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import parse_template, render_text
 from gateway.errors import BodyTooLarge
+from gateway.observability.tracing import traceparent
 from gateway.web.body import has_body, limited_stream
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
@@ -117,6 +118,9 @@ def proxy_handler(
             (k, v) for k, v in strip_hop_by_hop(request.headers.items()) if k.lower() != "host"
         )
         headers["X-Request-ID"] = context.request_id
+        parent = traceparent()  # the request's span, when tracing is on
+        if parent is not None:
+            headers["traceparent"] = parent
         if request.client:
             headers.add("X-Forwarded-For", request.client.host)
         headers["X-Forwarded-Proto"] = request.url.scheme
