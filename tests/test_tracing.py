@@ -1,0 +1,215 @@
+"""Traces for real: a gateway process exporting OTLP/HTTP to a receiver in this test, a
+backend that records the `traceparent` it was sent, and a collector that is down."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.otlp_receiver import OtlpReceiver
+from tests.processes import Running, start_gateway
+from tests.recording_backend import RecordingBackend
+
+SERVER, CLIENT = 2, 3  # OTLP Span.SpanKind values
+ERROR = 2  # OTLP Status.StatusCode.STATUS_CODE_ERROR
+
+CONFIG = """
+version: 1
+backends:
+  svc:
+    kind: http
+    url: {url}
+    retry: {{attempts: 3, backoff: 10ms, max_backoff: 20ms}}
+endpoints:
+  - path: /page/{{id}}
+    calls:
+      - {{name: first, backend: svc, path: "/a/{{id}}", group: first}}
+      - {{name: second, backend: svc, path: "/b/{{calls.first.next}}", needs: [first], group: second}}
+      - {{name: flaky, backend: svc, path: "/flaky/{{id}}", group: flaky}}
+"""
+
+TRACE_ENV = {
+    "OTEL_BSP_SCHEDULE_DELAY": "50",
+    "OTEL_TRACES_SAMPLER": "always_on",
+    "GATEWAY_DRAIN_SECONDS": "0",
+}
+
+
+def parent_of(traceparent: str) -> str:
+    """`00-<trace id>-<span id>` of a traceparent, checked to say "sampled"."""
+    version, trace_id, span_id, flags = traceparent.split("-")
+    assert int(flags, 16) & 1, traceparent  # sampled (the SDK may add the random-id flag)
+    return f"{version}-{trace_id}-{span_id}"
+
+
+@pytest.fixture
+def backend() -> Iterator[RecordingBackend]:
+    recording = RecordingBackend()
+    yield recording
+    recording.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    otlp = OtlpReceiver()
+    yield otlp
+    otlp.close()
+
+
+def traced_gateway(tmp_path: Path, backend: RecordingBackend, endpoint: str, **env: str) -> Running:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(CONFIG.format(url=backend.url))
+    return start_gateway(
+        config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env}
+    )
+
+
+def test_one_request_is_one_trace_with_a_span_per_try(
+    tmp_path: Path, backend: RecordingBackend, receiver: OtlpReceiver
+) -> None:
+    gateway = traced_gateway(tmp_path, backend, receiver.endpoint)
+    try:
+        answer = httpx.get(f"{gateway.url}/page/7", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-gateway-complete"] == "true"
+        request_id = answer.headers["x-request-id"]
+        spans = receiver.wait_for(5)
+    finally:
+        assert gateway.stop() == 0
+
+    servers = [s for s in spans if s.kind == SERVER]
+    assert [s.name for s in servers] == ["GET /page/{id}"]
+    root = servers[0]
+    assert root.parent_span_id == ""
+    assert root.attributes["http.route"] == "/page/{id}"
+    assert root.attributes["http.response.status_code"] == 200
+    assert root.attributes["gateway.request_id"] == request_id
+
+    tries = sorted(
+        (s for s in spans if s.kind == CLIENT),
+        key=lambda s: (s.name, s.attributes["gateway.attempt"]),
+    )
+    assert [(s.name, s.attributes["gateway.attempt"]) for s in tries] == [
+        ("call first", 1),
+        ("call flaky", 1),
+        ("call flaky", 2),
+        ("call second", 1),
+    ]
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert {s.parent_span_id for s in tries} == {root.span_id}
+    first, flaky_failed, flaky_ok, second = tries
+    assert first.attributes["gateway.backend"] == "svc"
+    assert first.attributes["gateway.backend.kind"] == "http"
+    assert first.attributes["url.template"] == "/a/{id}"
+    assert first.attributes["gateway.call.status"] == 200
+    assert flaky_failed.status_code == ERROR
+    assert flaky_failed.attributes["gateway.call.status"] == 503
+    assert flaky_failed.attributes["error.type"] == "BadStatus"
+    assert flaky_ok.status_code != ERROR
+    assert second.attributes["url.template"] == "/b/{calls.first.next}"
+
+    # the backend saw each try's own span as the parent of its request
+    sent = {path: headers["traceparent"] for path, headers in backend.seen if "traceparent" in headers}
+    assert len(sent) == 3 and len(backend.seen) == 4  # /flaky/7 twice: the dict keeps the last
+    assert parent_of(sent["/a/7"]) == f"00-{root.trace_id}-{first.span_id}"
+    assert parent_of(sent["/b/n1"]) == f"00-{root.trace_id}-{second.span_id}"
+    flaky_parents = [parent_of(h["traceparent"]) for p, h in backend.seen if p == "/flaky/7"]
+    assert flaky_parents == [
+        f"00-{root.trace_id}-{flaky_failed.span_id}",
+        f"00-{root.trace_id}-{flaky_ok.span_id}",
+    ]
+
+
+def test_an_incoming_traceparent_is_continued(
+    tmp_path: Path, backend: RecordingBackend, receiver: OtlpReceiver
+) -> None:
+    gateway = traced_gateway(tmp_path, backend, receiver.endpoint)
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    try:
+        answer = httpx.get(
+            f"{gateway.url}/page/8",
+            headers={"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "vendor=x"},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+        spans = receiver.wait_for(5)
+    finally:
+        assert gateway.stop() == 0
+    root = next(s for s in spans if s.kind == SERVER)
+    assert root.trace_id == trace_id
+    assert root.parent_span_id == parent
+    assert {s.trace_id for s in spans} == {trace_id}
+    assert all(h["traceparent"].startswith(f"00-{trace_id}-") for _, h in backend.seen)
+
+
+def test_a_refused_call_is_an_event_of_the_request_span(
+    tmp_path: Path, backend: RecordingBackend, receiver: OtlpReceiver
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"""
+version: 1
+backends:
+  svc: {{kind: http, url: "{backend.url}", breaker: {{failures: 1, cooldown: 60s}}}}
+endpoints:
+  - path: /fail
+    calls: [{{name: broken, backend: svc, path: /fail}}]
+""")
+    gateway = start_gateway(config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+    try:
+        statuses = [httpx.get(f"{gateway.url}/fail", timeout=30).status_code for _ in range(2)]
+        assert statuses == [502, 503]  # the first opens the circuit; the second is refused
+        spans = receiver.wait_for(3)  # two server spans, one try
+    finally:
+        assert gateway.stop() == 0
+    servers = [s for s in spans if s.kind == SERVER]
+    assert sorted(s.attributes["http.response.status_code"] for s in servers) == [502, 503]
+    refused = next(s for s in servers if s.attributes["http.response.status_code"] == 503)
+    assert refused.events == ("call refused",)
+    assert [s.name for s in spans if s.kind == CLIENT] == ["call broken"]
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+def test_a_collector_that_is_down_costs_bounded_memory_and_no_request(
+    tmp_path: Path, backend: RecordingBackend
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    gateway = traced_gateway(
+        tmp_path,
+        backend,
+        dead,
+        OTEL_BSP_MAX_QUEUE_SIZE="64",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="32",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            assert client.get("/page/1").status_code == 200
+            rss_before = psutil.Process(gateway.process.pid).memory_info().rss
+            statuses = [client.get(f"/page/{i}").status_code for i in range(400)]
+            rss_after = psutil.Process(gateway.process.pid).memory_info().rss
+            text = client.get("/metrics").text
+    finally:
+        assert gateway.stop(grace=20) == 0
+    assert statuses == [200] * 400
+    ended = metric(text, "gateway_trace_spans_ended_total")
+    assert ended >= 400 * 5  # the last server span may end just after its answer was read
+    queued = metric(text, "gateway_trace_export_queue_spans")
+    assert queued <= 64
+    lost = metric(text, 'gateway_trace_spans_dropped_total{reason="queue_full"}') + metric(
+        text, 'gateway_trace_spans_dropped_total{reason="export_failed"}'
+    )
+    assert lost >= ended - 64 - 32  # all but what is queued or in the batch being tried
+    assert rss_after - rss_before < 30 * 2**20, (rss_before, rss_after)
