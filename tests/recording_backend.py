@@ -23,6 +23,7 @@ class RecordingBackend:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms ACK wait
 
             def do_GET(self) -> None:
                 with backend._lock:

@@ -213,3 +213,43 @@ def test_a_collector_that_is_down_costs_bounded_memory_and_no_request(
     )
     assert lost >= ended - 64 - 32  # all but what is queued or in the batch being tried
     assert rss_after - rss_before < 30 * 2**20, (rss_before, rss_after)
+
+
+def test_sql_and_legacy_calls_carry_their_statement_and_queue_wait(
+    tmp_path: Path, receiver: OtlpReceiver, database_url: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("""
+version: 1
+backends:
+  db: {kind: postgres, dsn: "${DATABASE_URL}", pool: {min: 1, max: 2}}
+  old: {kind: legacy, target: "tests.executor_targets:whoami", threads: 2}
+endpoints:
+  - path: /users/{id}
+    calls:
+      - {name: user, backend: db, sql: "SELECT id, name FROM users WHERE id = $1", params: ["{id:int}"], result: one}
+      - {name: who, backend: old, group: who}
+""")
+    gateway = start_gateway(
+        config,
+        env={
+            **TRACE_ENV,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "DATABASE_URL": database_url,
+            "GATEWAY_SQL_COMMENTER": "1",
+        },
+    )
+    try:
+        answer = httpx.get(f"{gateway.url}/users/4242", timeout=30)
+        assert answer.status_code == 200, answer.text
+        spans = receiver.wait_for(3)
+    finally:
+        assert gateway.stop() == 0
+    sql = next(s for s in spans if s.name == "call user")
+    assert sql.attributes["db.system.name"] == "postgresql"
+    assert sql.attributes["db.operation.name"] == "SELECT"
+    assert sql.attributes["db.query.text"] == "SELECT id, name FROM users WHERE id = $1"
+    assert not any("4242" in str(v) for v in sql.attributes.values())  # no parameter values
+    legacy = next(s for s in spans if s.name == "call who")
+    assert legacy.attributes["gateway.backend.kind"] == "legacy"
+    assert 0 <= legacy.attributes["gateway.pool.queue_wait_ms"] < 10_000

@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.config.settings import Settings
+from gateway.errors import ConfigError
 
 SERVICE_NAME = "fanout-gateway"
 """The default `service.name`; `OTEL_SERVICE_NAME` overrides it."""
@@ -162,7 +163,10 @@ def open_tracing(settings: Settings, registry: CollectorRegistry) -> Tracing | N
     counts = SpanCounts(max_queue=settings.otel_bsp_max_queue_size)
     exporter = _CountingExporter(OTLPSpanExporter(), counts)
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-    batch = BatchSpanProcessor(exporter, max_queue_size=settings.otel_bsp_max_queue_size)
+    try:
+        batch = BatchSpanProcessor(exporter, max_queue_size=settings.otel_bsp_max_queue_size)
+    except ValueError as exc:  # OTEL_BSP_* values that do not fit together
+        raise ConfigError([f"environment: OTEL_BSP_*: {exc}"]) from None
     provider.add_span_processor(_CountingProcessor(batch, counts))
     registry.register(_SpanCollector(counts))
     return Tracing(provider, provider.get_tracer("gateway"), counts)
