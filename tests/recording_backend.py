@@ -27,7 +27,9 @@ class RecordingBackend:
 
             def do_GET(self) -> None:
                 with backend._lock:
-                    backend.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                    backend.seen.append(
+                        (self.path, {k.lower(): v for k, v in self.headers.items()})
+                    )
                     status = 200
                     if self.path == "/fail" or backend.failing:
                         status = 503

@@ -117,4 +117,10 @@ def test_the_json_formatter_adds_the_request_id_only_inside_a_request(
     finally:
         current_request_id.reset(token)
     line = json.loads(JsonFormatter().format(record))
-    assert line == {"ts": line["ts"], "level": "info", "logger": "gateway.x", "message": "hello you", **expected}
+    assert line == {
+        "ts": line["ts"],
+        "level": "info",
+        "logger": "gateway.x",
+        "message": "hello you",
+        **expected,
+    }

@@ -65,9 +65,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 def traced_gateway(tmp_path: Path, backend: RecordingBackend, endpoint: str, **env: str) -> Running:
     config = tmp_path / "gateway.yaml"
     config.write_text(CONFIG.format(url=backend.url))
-    return start_gateway(
-        config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env}
-    )
+    return start_gateway(config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env})
 
 
 def test_one_request_is_one_trace_with_a_span_per_try(
@@ -115,7 +113,9 @@ def test_one_request_is_one_trace_with_a_span_per_try(
     assert second.attributes["url.template"] == "/b/{calls.first.next}"
 
     # the backend saw each try's own span as the parent of its request
-    sent = {path: headers["traceparent"] for path, headers in backend.seen if "traceparent" in headers}
+    sent = {
+        path: headers["traceparent"] for path, headers in backend.seen if "traceparent" in headers
+    }
     assert len(sent) == 3 and len(backend.seen) == 4  # /flaky/7 twice: the dict keeps the last
     assert parent_of(sent["/a/7"]) == f"00-{root.trace_id}-{first.span_id}"
     assert parent_of(sent["/b/n1"]) == f"00-{root.trace_id}-{second.span_id}"
@@ -160,7 +160,9 @@ endpoints:
   - path: /fail
     calls: [{{name: broken, backend: svc, path: /fail}}]
 """)
-    gateway = start_gateway(config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+    gateway = start_gateway(
+        config, env={**TRACE_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+    )
     try:
         statuses = [httpx.get(f"{gateway.url}/fail", timeout=30).status_code for _ in range(2)]
         assert statuses == [502, 503]  # the first opens the circuit; the second is refused
