@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValidationError as exc:  # settings from the environment
         for error in exc.errors(include_url=False):
-            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
+            name = "_".join(str(p) for p in error["loc"])
+            if not name.isupper():  # a GATEWAY_ setting; OTEL_*, DATABASE_URL are named as is
+                name = "GATEWAY_" + name.upper()
             print(f"environment: {name}: {error['msg']}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,8 +3,11 @@ backend that records the `traceparent` it was sent, and a collector that is down
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +258,38 @@ endpoints:
     legacy = next(s for s in spans if s.name == "call who")
     assert legacy.attributes["gateway.backend.kind"] == "legacy"
     assert 0 <= legacy.attributes["gateway.pool.queue_wait_ms"] < 10_000
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "10"},  # below the SDK's default batch of 512
+            "environment: OTEL_BSP_*: max_export_batch_size must be less than or equal to "
+            "max_queue_size.",
+        ),
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+            "environment: OTEL_BSP_MAX_QUEUE_SIZE: Input should be greater than or equal to 1",
+        ),
+        (
+            {"GATEWAY_LOG_FORMAT": "xml"},
+            "environment: GATEWAY_LOG_FORMAT: Input should be 'json' or 'text'",
+        ),
+    ],
+)
+def test_a_bad_observability_setting_is_one_line(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text(CONFIG.format(url="http://127.0.0.1:1"))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config), "--port", "0"],
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [line]
