@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from gateway.observability.access_log import AccessLog
 from gateway.observability.logging import JsonFormatter, RequestContextFilter
 from gateway.web.request_id import current_request_id
 from tests.processes import start_gateway
@@ -124,3 +128,38 @@ def test_the_json_formatter_adds_the_request_id_only_inside_a_request(
         "message": "hello you",
         **expected,
     }
+
+
+class StuckStream(io.RawIOBase):
+    """A stdout whose reader stopped reading: `write` blocks until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.entered.set()
+        self.release.wait(timeout=30)
+        self.data += data
+        return len(data)
+
+
+def test_a_stuck_stdout_costs_at_most_the_buffer_and_drops_are_counted() -> None:
+    stream = StuckStream()
+    log = AccessLog(capacity=100, stream=stream)  # type: ignore[arg-type]
+    try:
+        log.write({"n": 0})
+        assert stream.entered.wait(timeout=10)  # the writer is stuck inside write()
+        for n in range(1, 1001):
+            log.write({"n": n, "pad": "x" * 100})  # never blocks the caller
+        assert log.dropped == 900  # 100 buffered, the rest refused
+    finally:
+        stream.release.set()
+        log.close()
+    lines = [json.loads(line) for line in bytes(stream.data).splitlines()]
+    assert [line["n"] for line in lines] == list(range(101))
+    assert log.written == 101

@@ -31,7 +31,7 @@ from gateway.config.refs import RefScope
 from gateway.config.values import HTTP_METHODS, BaseUrl
 from gateway.engine.plan import CallTraits
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
-from gateway.observability.tracing import note, outgoing_headers, tracing_enabled
+from gateway.observability.tracing import outgoing_headers, tracing_enabled
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.http")
@@ -141,7 +141,6 @@ def http_call(upstream: HttpUpstream, traced: bool = False) -> Call:
         headers = [("Accept", "application/json"), *request.headers]
         if traced:
             headers.extend(outgoing_headers())
-            note({"server.address": url.host or "", "server.port": url.port or 0})
         async with upstream.slots:
             try:
                 async with upstream.session.request(

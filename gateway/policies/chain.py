@@ -57,6 +57,7 @@ class BackendPolicies:
     budget: RetryBudget
     rng: random.Random
     rotation: Iterator[int] = field(default_factory=itertools.count)
+    host: str | None = None  # the one host, when the backend has one
     flights: Flights = field(default_factory=dict)
 
 
@@ -85,6 +86,7 @@ class Resilience:
                 bulkhead=heads,
                 budget=RetryBudget(heads),
                 rng=random.Random(),
+                host=live.hosts[0][0] if len(live.hosts) == 1 else None,
             )
 
     def __repr__(self) -> str:
@@ -111,7 +113,7 @@ class Resilience:
                 rotation=state.rotation,
             )
         else:
-            call = timed(state.call, None)
+            call = timed(state.call, state.host)
         call = bulkhead(state.bulkhead, on_reject=bulkhead_full)(call)
         if policies.hedge is not None:
             call = hedge(

@@ -198,8 +198,7 @@ class _Wiring:
         """What each try's span of `call` carries, or None when tracing is off."""
         if self.tracer is None:
             return None
-        attributes = {
-            "gateway.endpoint": endpoint.path,
+        attributes = {  # the endpoint is the parent span's route
             "gateway.call": call.name,
             "gateway.backend": call.backend,
             "gateway.backend.kind": self.live[call.backend].kind,
