@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             access_out.close()
             lines = sum(1 for _ in (Path(tmp) / "access.log").open("rb"))
     receiver.close()
-    plain, traced, sampled, logged = variants
+    plain = variants[0]
     cpu = {v.name: v.cpu_per_request / plain.cpu_per_request for v in variants}
     rate = {v.name: v.rate / plain.rate for v in variants}
     print(f"3-call fan-out, {args.clients} clients, 5 ms backend delay, {args.rounds} rounds")
