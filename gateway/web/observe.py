@@ -60,7 +60,7 @@ class ObserveMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
-            else:
+            elif message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
 
@@ -92,8 +92,9 @@ class ObserveMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)
+            status = status or 500  # nothing was sent: the edge answers 500
             if span is not None and attached is not None:
-                _finish(span, scope["method"], route, status or 500)
+                _finish(span, scope["method"], route, status)
                 otel_context.detach(attached)
             if self.access_log is not None:
                 client = scope.get("client")
@@ -102,7 +103,7 @@ class ObserveMiddleware:
                     "method": scope["method"],
                     "route": route,
                     "path": scope["path"],
-                    "status": status or 500,
+                    "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "bytes": sent,
                     "client_ip": client[0] if client else None,
@@ -118,7 +119,7 @@ class ObserveMiddleware:
 
 
 def _finish(span: trace.Span, method: str, route: str | None, status: int) -> None:
-    # one write of both attributes: the SDK validates each write (measured ~3 us apiece)
+    # one write of both attributes: the SDK validates and locks once per write
     if route is not None:
         span.update_name(f"{method} {route}")
         span.set_attributes({"http.route": route, "http.response.status_code": status})
