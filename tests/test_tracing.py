@@ -234,6 +234,9 @@ endpoints:
     calls:
       - {name: user, backend: db, sql: "SELECT id, name FROM users WHERE id = $1", params: ["{id:int}"], result: one}
       - {name: who, backend: old, group: who}
+  - path: /query
+    calls:
+      - {name: text, backend: db, sql: "SELECT current_query() AS q", result: one}
 """)
     gateway = start_gateway(
         config,
@@ -247,7 +250,8 @@ endpoints:
     try:
         answer = httpx.get(f"{gateway.url}/users/4242", timeout=30)
         assert answer.status_code == 200, answer.text
-        spans = receiver.wait_for(3)
+        seen_by_database = httpx.get(f"{gateway.url}/query", timeout=30).json()["q"]
+        spans = receiver.wait_for(5)
     finally:
         assert gateway.stop() == 0
     sql = next(s for s in spans if s.name == "call user")
@@ -255,6 +259,13 @@ endpoints:
     assert sql.attributes["db.operation.name"] == "SELECT"
     assert sql.attributes["db.query.text"] == "SELECT id, name FROM users WHERE id = $1"
     assert not any("4242" in str(v) for v in sql.attributes.values())  # no parameter values
+    # sqlcommenter: the database saw the statement with the traceparent of its try
+    text = next(s for s in spans if s.name == "call text")
+    comment = re.fullmatch(
+        r"SELECT current_query\(\) AS q /\*traceparent='(.+)'\*/", seen_by_database
+    )
+    assert comment, seen_by_database
+    assert parent_of(comment.group(1)) == f"00-{text.trace_id}-{text.span_id}"
     legacy = next(s for s in spans if s.name == "call who")
     assert legacy.attributes["gateway.backend.kind"] == "legacy"
     assert 0 <= legacy.attributes["gateway.pool.queue_wait_ms"] < 10_000
