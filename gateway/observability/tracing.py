@@ -183,7 +183,7 @@ def incoming_context(headers: Sequence[tuple[bytes, bytes]]) -> Context:
 
 def outgoing_headers() -> list[tuple[str, str]]:
     """`traceparent` (and `tracestate`) of the current span, for a backend request
-    (the propagators of `OTEL_PROPAGATORS`; 1.9 us a call measured here)."""
+    (through the propagators of `OTEL_PROPAGATORS`)."""
     carrier: dict[str, str] = {}
     get_global_textmap().inject(carrier)
     return list(carrier.items())

@@ -9,8 +9,8 @@ The span continues the caller's `traceparent`/`tracestate`, is current while the
 (so every call's span is its child and every log line names its trace), and is named after
 the route template once routing has happened (`GET /api/products/{id}`). A handler that
 knows which calls failed says so through `note_failed_calls`; the access line lists them.
-Measured in-process, the layer with the access log costs ~10 us a request (a line: a dict,
-orjson, a deque append).
+Measured in-process (`python -m benchmarks.spans`), the layer with the access log costs
+3.5-5.3 us a request: a dict, orjson, a deque append.
 """
 
 from __future__ import annotations
