@@ -26,9 +26,11 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
 # --- runtime: the venv only; no compiler, no pip cache, no sources ---
 FROM ${PYTHON_IMAGE} AS runtime
 
+# Log lines as JSON objects (with request_id and trace_id) for the cluster's log shipper.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    GATEWAY_LOG_FORMAT=json
 
 RUN groupadd --system --gid 10001 fanout \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValidationError as exc:  # settings from the environment
         for error in exc.errors(include_url=False):
-            name = "GATEWAY_" + "_".join(str(p) for p in error["loc"]).upper()
+            name = "_".join(str(p) for p in error["loc"])
+            if not name.isupper():  # a GATEWAY_ setting; OTEL_*, DATABASE_URL are named as is
+                name = "GATEWAY_" + name.upper()
             message = error["msg"].removeprefix("Value error, ")
             print(f"environment: {name}: {message}", file=sys.stderr)
         return 1
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the routes file")
     schema.set_defaults(command=_schema)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI 3.1 document of a routes file")
+    openapi.add_argument("file")
+    openapi.set_defaults(command=_openapi)
 
     demo = commands.add_parser("demo", help="start the demo stack (services + gateway)")
     demo.add_argument(
@@ -158,6 +164,14 @@ def _keys(args: argparse.Namespace) -> int:
     )
     code: int = asyncio.run(coroutine)
     return code
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from gateway.web.openapi import openapi_document
+
+    document = openapi_document(load_spec(args.file))
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -63,9 +63,11 @@ def start(
     env: Mapping[str, str] | None = None,
     sock: socket.socket | None = None,
     stderr: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
 ) -> Running:
     """Start `argv` with `--fd N` appended, serving on a fresh (or given) listening socket;
-    its stderr goes to `stderr` when given (a file: a pipe nobody reads could fill up)."""
+    its stderr (stdout) goes to `stderr` (`stdout`) when given (a file: a pipe nobody reads
+    could fill up)."""
     sock = sock or listening_socket()
     fd = sock.fileno()
     process = subprocess.Popen(
@@ -74,6 +76,7 @@ def start(
         cwd=REPO,
         env={**os.environ, **(env or {})},
         stderr=stderr,
+        stdout=stdout,
     )
     port = sock.getsockname()[1]
     # Only the child holds the socket now: if it dies, clients get "connection refused"
@@ -92,7 +95,8 @@ def start_gateway(
     env: Mapping[str, str] | None = None,
     sock: socket.socket | None = None,
     stderr: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
 ) -> Running:
     """The gateway on `config`, as `gateway run` would start it."""
     argv = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
-    return start("gateway", argv, env, sock, stderr)
+    return start("gateway", argv, env, sock, stderr, stdout)

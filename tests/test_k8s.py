@@ -198,8 +198,8 @@ def test_servicemonitor_component_renders_into_an_overlay(tmp_path: Path) -> Non
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "fanout"
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     ports = {p["name"] for p in service["spec"]["ports"]}
-    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
-    assert "http" in ports
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("admin", "/metrics")]
+    assert "admin" in ports
     # Everything else is still plain Kubernetes.
     for doc in docs:
         if doc["kind"] != "ServiceMonitor":
@@ -303,12 +303,16 @@ def test_every_fanout_container_runs_one_release(target: str) -> None:
 def test_gateway_probes(target: str) -> None:
     container = gateway_container(render(target))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8080}
+    assert ports == {"http": 8080, "admin": 9901}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GATEWAY_ADMIN_PORT"] == "9901"  # /metrics, /readyz, /status move there
+    assert env["GATEWAY_LOG_FORMAT"] == "json"
     expected = {"startupProbe": "/livez", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
     for probe, path in expected.items():
         assert probe in container, f"no {probe}"
         assert container[probe]["httpGet"]["path"] == path, probe
-        assert container[probe]["httpGet"]["port"] in ("http", 8080), probe
+        # /readyz answers 404 on the public port once the admin port is set
+        assert container[probe]["httpGet"]["port"] in ("admin", 9901), probe
     args = container["args"]
     assert flag(args, "--config") == "/etc/fanout/gateway.yaml"
     assert flag(args, "--port") == "8080"
@@ -437,7 +441,21 @@ def test_network_policy_admits_only_ingress_nginx_and_prometheus(target: str) ->
     }
     assert sources == {"ingress-nginx", "monitoring"}
     for rule in policy["ingress"]:
-        assert [p["port"] for p in rule["ports"]] in (["http"], [8080])
+        source = rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        # the ingress reaches the public port only; Prometheus the admin port only
+        expected = (["http"], [8080]) if source == "ingress-nginx" else (["admin"], [9901])
+        assert [p["port"] for p in rule["ports"]] in expected, source
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_the_service_exposes_the_admin_port_for_scraping(target: str) -> None:
+    service = find(render(target), "Service", "gateway")["spec"]
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]}
+    assert ports == {"http": (8080, "http"), "admin": (9901, "admin")}
+    monitor = yaml.safe_load(
+        (K8S / "components" / "servicemonitor" / "servicemonitor.yaml").read_text()
+    )
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("admin", "/metrics")]
 
 
 @pytest.mark.parametrize("target", ["dev", "prod"])

@@ -33,6 +33,7 @@ from gateway.config.refs import RefScope
 from gateway.config.values import ImportPath
 from gateway.engine.plan import CallTraits
 from gateway.errors import ImportPathError, UpstreamUnavailable
+from gateway.observability.tracing import note
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.compute")
@@ -81,6 +82,8 @@ class ProcessPool:
     async def run(self, path: str, args: Mapping[str, Any]) -> bytes:
         """`run_function(path, args)` in a worker; `Refused` when the pool is full."""
         self.stats.admit()
+        # a worker process cannot report when it started: record what was ahead of the call
+        note({"gateway.pool.queued": self.stats.queued, "gateway.pool.busy": self.stats.busy})
         executor = self.executor
         try:
             try:
@@ -143,7 +146,11 @@ class ComputeKind:
         return problems
 
     def traits(self, spec: ComputeBackend, call: CallSpec) -> CallTraits:
-        return CallTraits(method=call.method, arguments=text_arguments(call))
+        return CallTraits(
+            method=call.method,
+            arguments=text_arguments(call),
+            attributes={"code.function.name": spec.import_path},
+        )
 
     async def open(
         self, specs: Mapping[str, ComputeBackend], context: OpenContext
@@ -160,7 +167,13 @@ class ComputeKind:
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
             call = compute_call(spec.import_path, processes)
-            live[name] = LiveBackend(name=name, kind=self.name, call=call, hosts=((name, call),))
+            live[name] = LiveBackend(
+                name=name,
+                kind=self.name,
+                call=call,
+                hosts=((name, call),),
+                usage=processes.stats.usage,
+            )
         return live
 
 

@@ -33,6 +33,7 @@ from gateway.config.values import BODYLESS_METHODS, HTTP_METHODS, BaseUrl
 from gateway.engine.bodies import is_json
 from gateway.engine.plan import CallTraits
 from gateway.errors import BadBody, BadStatus, UpstreamUnavailable
+from gateway.observability.tracing import outgoing_headers, tracing_enabled
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.http")
@@ -140,6 +141,10 @@ class HttpUpstream:
         in_use = self.capacity - self.slots._value
         return f"<HttpUpstream {self.name} [{in_use}/{self.capacity} in flight]>"
 
+    def usage(self) -> dict[str, int]:
+        """Calls in flight against the cap (`max_connections`), for the status page."""
+        return {"in_use": self.capacity - self.slots._value, "max": self.capacity}
+
     def url(self, encoded_path: str, query_string: str = "") -> URL:
         """The next base URL in rotation joined with an already percent-encoded path."""
         base = next(self._rotation)
@@ -149,8 +154,9 @@ class HttpUpstream:
         return URL(base + encoded_path + suffix, encoded=True)
 
 
-def http_call(upstream: HttpUpstream) -> Call:
-    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer.
+def http_call(upstream: HttpUpstream, traced: bool = False) -> Call:
+    """A `Call` that sends a request to the upstream and decodes a 2xx JSON answer;
+    `traced`: it carries the current span's `traceparent` (tracing on).
 
     A 4xx answer whose body is JSON keeps that body in its `BadStatus` (up to
     `upstream.error_body_bytes`), for `pass_errors`.
@@ -165,6 +171,8 @@ def http_call(upstream: HttpUpstream) -> Call:
             name.lower() == "content-type" for name, _ in request.headers
         ):
             sent.append(("Content-Type", request.content_type))
+        if traced:
+            sent.extend(outgoing_headers())
         async with upstream.slots:
             try:
                 async with upstream.session.request(
@@ -242,13 +250,17 @@ class HttpKind:
     def traits(self, spec: HttpBackend, call: CallSpec) -> CallTraits:
         method = call.method.upper()  # case-insensitive in the file
         return CallTraits(
-            method=method, idempotent_by_default=method in SAFE_METHODS, resilience=spec
+            method=method,
+            idempotent_by_default=method in SAFE_METHODS,
+            resilience=spec,
+            attributes={"http.request.method": method, "url.template": call.path},
         )
 
     async def open(
         self, specs: Mapping[str, HttpBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
         session = client_session(context, sum(b.max_connections for b in specs.values()))
+        traced = tracing_enabled(context.settings)
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
             upstream = HttpUpstream.from_spec(
@@ -257,18 +269,19 @@ class HttpKind:
             live[name] = LiveBackend(
                 name=name,
                 kind=self.name,
-                call=http_call(upstream),
-                hosts=_host_calls(upstream),
+                call=http_call(upstream, traced),
+                hosts=_host_calls(upstream, traced),
                 passthrough=upstream,
                 resilience=spec,
+                usage=upstream.usage,
             )
         return live
 
 
-def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
+def _host_calls(upstream: HttpUpstream, traced: bool) -> tuple[tuple[str, Call], ...]:
     """One Call per base URL, sharing the backend's cap on calls in flight."""
     if len(upstream.base_urls) == 1:
-        return ((upstream.base_urls[0], http_call(upstream)),)
+        return ((upstream.base_urls[0], http_call(upstream, traced)),)
     return tuple(
         (
             url,
@@ -280,7 +293,8 @@ def _host_calls(upstream: HttpUpstream) -> tuple[tuple[str, Call], ...]:
                     slots=upstream.slots,
                     capacity=upstream.capacity,
                     error_body_bytes=upstream.error_body_bytes,
-                )
+                ),
+                traced,
             ),
         )
         for url in upstream.base_urls

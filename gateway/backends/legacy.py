@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -37,6 +38,7 @@ from gateway.config.values import ImportPath
 from gateway.engine.plan import CallTraits, TextArguments
 from gateway.engine.templates import parse_template
 from gateway.errors import BadBody, FunctionFailed, ImportPathError, UpstreamUnavailable
+from gateway.observability.tracing import note
 from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.legacy")
@@ -78,9 +80,13 @@ class ThreadPool:
         stats = self.stats
         stats.admit()
         context = contextvars.copy_context()
+        submitted = time.perf_counter()
 
         def work() -> T:
             stats.start()
+            # the try's span is current in `context`: record how long the call queued
+            waited_ms = (time.perf_counter() - submitted) * 1e3
+            context.run(note, {"gateway.pool.queue_wait_ms": waited_ms})
             try:
                 return context.run(fn)
             finally:
@@ -207,7 +213,11 @@ class LegacyKind:
 
     def traits(self, spec: LegacyBackend, call: CallSpec) -> CallTraits:
         # a legacy method is a Python name, kept as it is
-        return CallTraits(method=call.method, arguments=text_arguments(call))
+        return CallTraits(
+            method=call.method,
+            arguments=text_arguments(call),
+            attributes={"code.function.name": f"{spec.import_path}.{call.method}"},
+        )
 
     async def open(
         self, specs: Mapping[str, LegacyBackend], context: OpenContext
@@ -221,7 +231,13 @@ class LegacyKind:
             await threads.prestart()
             call = legacy_call(name, threads, await open_legacy(name, spec, threads))
             export_pool(context, f"legacy:{name}", threads.stats)
-            live[name] = LiveBackend(name=name, kind=self.name, call=call, hosts=((name, call),))
+            live[name] = LiveBackend(
+                name=name,
+                kind=self.name,
+                call=call,
+                hosts=((name, call),),
+                usage=threads.stats.usage,
+            )
         return live
 
 

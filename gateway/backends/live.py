@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -16,6 +16,9 @@ from yarl import URL
 from gateway.config.models import NO_RESILIENCE, ResilienceSpec
 from gateway.config.settings import Settings
 from gateway.types import BackendRequest, Call, ReadinessCheck
+
+Usage = Callable[[], Mapping[str, int | float]]
+"""A backend's pool use right now, by name (slots, connections, busy/queued workers)."""
 
 Stream = Callable[[BackendRequest], AsyncGenerator[bytes, None]]
 """A call whose answer is streamed: chunks of NDJSON, pulled as the client reads."""
@@ -55,6 +58,8 @@ class LiveBackend:
     readiness: ReadinessCheck | None = None
     resilience: ResilienceSpec = NO_RESILIENCE
     """The backend's own policy settings (breaker, bulkhead...), shared by all its calls."""
+    usage: Usage | None = None
+    """What its pool is doing now (the status page): e.g. `{"in_use": 3, "max": 100}`."""
 
 
 @dataclass(frozen=True, slots=True)

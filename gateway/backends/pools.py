@@ -57,6 +57,10 @@ class PoolStats:
     def queued(self) -> int:
         return max(0, self.admitted - self.busy)
 
+    def usage(self) -> dict[str, int]:
+        """Busy and queued workers now, for the status page."""
+        return {"busy": self.busy, "queued": self.queued, "workers": self.workers}
+
     def admit(self) -> None:
         """Take a slot, or raise `Refused` at once when every slot is taken."""
         with self._lock:

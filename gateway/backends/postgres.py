@@ -44,6 +44,7 @@ from gateway.config.refs import RefScope
 from gateway.config.values import Duration
 from gateway.engine.plan import CallTraits
 from gateway.errors import BadArgument, NoRow, QueryFailed, Refused, UpstreamUnavailable
+from gateway.observability.tracing import traceparent, tracing_enabled
 from gateway.types import JSON, BackendRequest, BackendResponse, Call, ReadinessCheck
 
 log = logging.getLogger("gateway.postgres")
@@ -163,6 +164,16 @@ class PostgresPool:
             f"max {self.pool.get_max_size()}]>"
         )
 
+    def usage(self) -> dict[str, int]:
+        """Connections open, lent and at most, and calls waiting: for the status page."""
+        size = self.pool.get_size()
+        return {
+            "connections": size,
+            "in_use": size - self.pool.get_idle_size(),
+            "max": self.pool.get_max_size(),
+            "waiting": self.waiting,
+        }
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, waited for at most `acquire_timeout`."""
@@ -246,12 +257,17 @@ def _translate(name: str, exc: asyncpg.PostgresError) -> BadArgument | QueryFail
     return QueryFailed(f"{name} error {exc.sqlstate}: {exc}")
 
 
-def postgres_call(backend: PostgresPool) -> Call:
-    """A `Call` running the statement in `request.args` (see `SqlArguments.render`)."""
+def postgres_call(backend: PostgresPool, comment: bool = False) -> Call:
+    """A `Call` running the statement in `request.args` (see `SqlArguments.render`);
+    `comment`: append a sqlcommenter `/*traceparent='...'*/` of the current span."""
 
     async def call(request: BackendRequest) -> BackendResponse:
         args = request.args
-        body = await backend.query(args["sql"], args["params"], args["result"])
+        sql = args["sql"]
+        if comment and (parent := traceparent()) is not None:
+            # a per-request text: each statement is prepared anew (no statement-cache hit)
+            sql = f"{sql} /*traceparent='{parent}'*/"
+        body = await backend.query(sql, args["params"], args["result"])
         return BackendResponse(200, body)
 
     return call
@@ -389,8 +405,17 @@ class PostgresKind:
         return check_sql_call(call, where, scope)
 
     def traits(self, spec: PostgresBackend, call: CallSpec) -> CallTraits:
+        sql = call.sql or ""
         return CallTraits(
-            method=call.method, arguments=sql_arguments(call), streams=call.result == "stream"
+            method=call.method,
+            arguments=sql_arguments(call),
+            streams=call.result == "stream",
+            # the statement as configured: values reach it only as bind parameters
+            attributes={
+                "db.system.name": "postgresql",
+                "db.operation.name": sql.split(None, 1)[0].upper() if sql.strip() else "",
+                "db.query.text": sql,
+            },
         )
 
     async def open(
@@ -402,9 +427,10 @@ class PostgresKind:
             pools[name] = await open_pool(name, spec, spec.dsn)
             context.stack.push_async_callback(close_pool, pools[name])
         context.registry.register(DatabasePoolCollector(pools))
+        comment = context.settings.sql_commenter and tracing_enabled(context.settings)
         live: dict[str, LiveBackend] = {}
         for name, pool in pools.items():
-            call = postgres_call(pool)
+            call = postgres_call(pool, comment)
             live[name] = LiveBackend(
                 name=name,
                 kind=self.name,
@@ -412,6 +438,7 @@ class PostgresKind:
                 hosts=((name, call),),
                 stream=postgres_stream(pool),
                 readiness=readiness(pool),
+                usage=pool.usage,
             )
         return live
 

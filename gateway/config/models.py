@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, JsonValue, model_validator
 
+from gateway.config.docs import EndpointDocs
 from gateway.config.edge import CorsSpec, EndpointAuth
 from gateway.config.requests import RequestSpec
 from gateway.config.shaping import JoinSpec, Shape
@@ -252,6 +253,9 @@ class EndpointSpec(Model):
         default=None,
         description="The client's JSON body (415 if not JSON, 400 if malformed), with an "
         "optional schema; `{body...}` templates read it.",
+    )
+    docs: EndpointDocs | None = Field(
+        default=None, description="What the OpenAPI document says of the endpoint."
     )
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -156,4 +156,48 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest backend 4xx JSON body a `pass_errors` call passes to the client; "
         "a larger one: the status passes with the gateway's own problem+json.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="Log lines as JSON objects (the container image's default) or as text; "
+        "both carry request_id and trace_id when there is one.",
+    )
+    access_log: bool = Field(
+        default=False, description="One JSON line per request on stdout (gateway.access)."
+    )
+    access_log_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description="Access log lines waiting to be written; past it lines are dropped "
+        "(counted in gateway_access_log_dropped_total).",
+    )
+    admin_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics, /readyz and /status on this port (same host) instead of "
+        "the public one.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Traces are exported (OTLP over HTTP/protobuf) only when this is set; the "
+        "other OTEL_* variables are read by the OpenTelemetry SDK itself.",
+    )
+    otel_bsp_max_queue_size: int = Field(
+        default=2048,
+        ge=1,
+        validation_alias="OTEL_BSP_MAX_QUEUE_SIZE",
+        description="Finished spans waiting for export; past it the oldest are dropped "
+        "(gateway_trace_spans_dropped_total).",
+    )
+    sql_commenter: bool = Field(
+        default=False,
+        description="Append a sqlcommenter comment (traceparent) to traced SQL statements.",
+    )
+    prometheus_multiproc_dir: str | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="Where the workers of `--workers N` keep their metrics (set by "
+        "`gateway run` to a fresh directory per run).",
     )

@@ -10,7 +10,7 @@ engine never asks which kind a backend is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -76,6 +76,9 @@ class CallTraits:
     resilience: ResilienceSpec = NO_RESILIENCE
     streams: bool = False
     """The call's rows are streamed to the client (an endpoint's only call)."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """What the kind says of the call for its trace spans and the status page (an HTTP
+    path template, an SQL operation): fixed text from the config, never request values."""
 
 
 TraitsOf = Callable[[BackendSpec, CallSpec], CallTraits]
@@ -108,6 +111,8 @@ class CallPlan:
     """What the call sends: the client's body (`forward`), a JSON template, or nothing."""
     pass_errors: bool = False
     background: bool = False
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """The kind's description of the call (`CallTraits.attributes`)."""
 
     @property
     def attached(self) -> bool:
@@ -225,6 +230,7 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
         for_each=for_each,
         join=join,
         shaping=plan_shaping(call.shape),
+        attributes=traits.attributes,
     )
 
 

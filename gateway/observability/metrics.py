@@ -7,6 +7,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.observability.multiprocess import group_registry
+from gateway.observability.window import TrafficWindow
 from gateway.server.protocol import CLIENT_CONNECTIONS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -73,7 +75,16 @@ class GatewayMetrics:
             ["endpoint", "call"],
             registry=r,
         )
+        self.window = TrafficWindow(self.requests, self.request_latency, self.call_latency)
+        """The last minute of the histograms above, for the status page."""
+
+        self.exposed = self.registry
+        """What /metrics answers: this process's registry, or the whole group's."""
+
+    def expose_group(self, directory: str) -> None:
+        """Answer /metrics for every worker of `--workers N` (observability/multiprocess.py)."""
+        self.exposed = group_registry(directory, self.registry)
 
     async def endpoint(self, request: Request) -> Response:
         """GET /metrics."""
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.exposed), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +24,8 @@ from gateway.policies.metrics import BREAKER_STATES, PolicyMetrics
 from gateway.policies.resolve import CallPolicies
 from gateway.policies.retry import RetryBudget, retry
 from gateway.policies.timeout import timeout
-from gateway.types import Call
+from gateway.policies.tracing import CallTrace, call_scope, refusal_event, traced_try
+from gateway.types import Call, Policy
 
 log = logging.getLogger("gateway.policies")
 
@@ -57,6 +58,7 @@ class BackendPolicies:
     budget: RetryBudget
     rng: random.Random
     rotation: Iterator[int] = field(default_factory=itertools.count)
+    host: str | None = None  # the one host, when the backend has one
     flights: Flights = field(default_factory=dict)
 
 
@@ -88,25 +90,35 @@ class Resilience:
                 bulkhead=heads,
                 budget=RetryBudget(heads),
                 rng=random.Random(),
+                host=live.hosts[0][0] if len(live.hosts) == 1 else None,
             )
 
     def __repr__(self) -> str:
         return f"<Resilience [{', '.join(self.backends) or 'no backends'}]>"
 
-    def wrap(self, backend: str, policies: CallPolicies) -> Call:
-        """The policy-wrapped Call for one call of an endpoint (build it once, reuse it)."""
+    def wrap(self, backend: str, policies: CallPolicies, trace: CallTrace | None = None) -> Call:
+        """The policy-wrapped Call for one call of an endpoint (build it once, reuse it).
+
+        With `trace` (tracing on), each try is a span (policies/tracing.py) and refusals
+        are events; without it the chain is the same as ever."""
         state, m = self.backends[backend], self.metrics
-        timed = timeout(policies.timeout)
+        timed = _timed(timeout(policies.timeout))
+        circuit_open: Callable[[], None] = m.circuit_open_rejected.labels(backend).inc
+        bulkhead_full: Callable[[], None] = m.bulkhead_rejected.labels(backend).inc
+        if trace is not None:
+            timed = _traced(trace, timeout(policies.timeout))
+            circuit_open = refusal_event(circuit_open, trace.name, "circuit_open")
+            bulkhead_full = refusal_event(bulkhead_full, trace.name, "bulkhead_full")
         if state.hosts:
             call = guarded(
                 backend,
-                [(breaker, timed(host_call)) for breaker, host_call in state.hosts],
-                on_reject=m.circuit_open_rejected.labels(backend).inc,
+                [(breaker, timed(host_call, breaker.host)) for breaker, host_call in state.hosts],
+                on_reject=circuit_open,
                 rotation=state.rotation,
             )
         else:
-            call = timed(state.call)
-        call = bulkhead(state.bulkhead, on_reject=m.bulkhead_rejected.labels(backend).inc)(call)
+            call = timed(state.call, state.host)
+        call = bulkhead(state.bulkhead, on_reject=bulkhead_full)(call)
         if policies.hedge is not None:
             call = hedge(
                 policies.hedge,
@@ -123,11 +135,37 @@ class Resilience:
             )(call)
         if policies.coalesce:
             call = coalesce(state.flights, on_coalesced=m.coalesced.labels(backend).inc)(call)
+        if trace is not None:
+            call = call_scope()(call)
         if policies.cache is not None:
             call = cached(policies.cache, self.caches)(call)
         return call
+
+    def breakers(self, backend: str) -> tuple[Breaker, ...]:
+        """The backend's breakers, one per host (none without a `breaker:`), for /status."""
+        return tuple(breaker for breaker, _ in self.backends[backend].hosts)
 
     def _breaker_changed(self, breaker: Breaker, old: State, new: State) -> None:
         log.warning("breaker %s %s: %s -> %s", breaker.backend, breaker.host, old, new)
         self.metrics.breaker_state.labels(breaker.backend, breaker.host).set(BREAKER_STATES[new])
         self.metrics.breaker_transitions.labels(breaker.backend, breaker.host, new).inc()
+
+
+HostPolicy = Callable[[Call, str | None], Call]
+"""The innermost wrap of one host's Call (the host is None when not known)."""
+
+
+def _timed(per_try: Policy) -> HostPolicy:
+    def wrap(call: Call, host: str | None) -> Call:
+        return per_try(call)
+
+    return wrap
+
+
+def _traced(trace: CallTrace, per_try: Policy) -> HostPolicy:
+    """The innermost wrap with a span per try around the timeout."""
+
+    def wrap(call: Call, host: str | None) -> Call:
+        return traced_try(trace, host)(per_try(call))
+
+    return wrap

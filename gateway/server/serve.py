@@ -11,7 +11,6 @@ skips the rest of the drain period.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import logging.config
 import socket
@@ -19,11 +18,12 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
 
 from gateway.config.document import GatewaySpec
 from gateway.config.loader import load_spec
 from gateway.config.settings import Settings
+from gateway.observability.logging import logging_config
+from gateway.observability.multiprocess import group_metrics_directory
 from gateway.server.accept import BatchAcceptServer
 from gateway.server.protocol import CountingHttpToolsProtocol
 from gateway.server.workers import Workers, reuse_port_socket
@@ -65,21 +65,6 @@ class DrainingServer(BatchAcceptServer):
         self.should_exit = True
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, plus the `gateway.*` loggers on the same handler and level.
-
-    Without it they have no handler, and Python prints only their warnings: the drain and
-    shutdown steps (which a pod's log should show) would be lost.
-    """
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["gateway"] = {
-        "handlers": ["default"],
-        "level": LOG_LEVELS[level.lower()],
-        "propagate": False,
-    }
-    return config
-
-
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     """The uvicorn settings tuned for many concurrent connections."""
     return uvicorn.Config(
@@ -97,7 +82,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
         proxy_headers=False,
         log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        log_config=logging_config(settings.log_level, settings.log_format),
         access_log=False,  # per-request logging costs ~15% throughput; metrics carry the counts
         workers=1,  # several workers are gateway/server/workers.py's, not uvicorn's
     )
@@ -123,9 +108,11 @@ def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> int:
             "config": settings.config,
         }
         # the supervisor logs like a worker does (its own steps: start, stop, replace)
-        logging.config.dictConfig(log_config(settings.log_level))
+        logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
         workers = Workers(settings.workers, run_worker, overrides, inherited)
-        return workers.run(settings.drain_seconds, settings.graceful_timeout_seconds)
+        # before the workers start: they sum their metrics through this directory
+        with group_metrics_directory(settings.prometheus_multiproc_dir):
+            return workers.run(settings.drain_seconds, settings.graceful_timeout_seconds)
     serve_one(spec, settings, inherited)
     return 0
 

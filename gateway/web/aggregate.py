@@ -45,6 +45,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.types import JSON, Call
 from gateway.web.background import BackgroundCalls
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding, connection_named
+from gateway.web.observe import note_failed_calls
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
 
@@ -148,9 +149,12 @@ def aggregation_handler(
         outcomes = await execute(
             [node(call, context, forwarded, deadline, identity) for call in answering], deadline
         )
-        _observe(metrics, plan.path, outcomes)
+        failed = _observe(metrics, plan.path, outcomes)
         _observe_elements(metrics, plan.path, outcomes)
         response = respond(plan, by_name, outcomes)
+        if failed:  # the failure path only: nothing is recorded for a complete answer
+            metrics.window.note_failure(context.request_id, plan.path, response.status_code, failed)
+            note_failed_calls(failed)
         if plan.cache_control is not None:
             response = revalidated(
                 response, plan.cache_control, context.headers.get("if-none-match")
@@ -332,10 +336,19 @@ def _describe(error: CallError | None) -> dict[str, Any]:
     return {"status": error.status if error else None, "error": str(error)}
 
 
-def _observe(metrics: GatewayMetrics, endpoint: str, outcomes: Mapping[str, Outcome]) -> None:
+def _observe(
+    metrics: GatewayMetrics, endpoint: str, outcomes: Mapping[str, Outcome]
+) -> tuple[str, ...]:
+    """Observe each call's latency; the names of the calls that failed."""
+    failed: list[str] = []
     for name, outcome in outcomes.items():
-        kind = "ok" if outcome.ok else type(outcome.error).__name__
+        if outcome.ok:
+            kind = "ok"
+        else:
+            kind = type(outcome.error).__name__
+            failed.append(name)
         metrics.call_latency.labels(endpoint, name, kind).observe(outcome.elapsed)
+    return tuple(failed)
 
 
 def _observe_elements(

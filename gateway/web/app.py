@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,23 +26,31 @@ from gateway.config.document import GatewaySpec
 from gateway.config.models import EndpointSpec
 from gateway.config.settings import Settings
 from gateway.config.values import HTTP_METHODS
-from gateway.engine.plan import EndpointPlan, plan_endpoint
+from gateway.engine.plan import CallPlan, EndpointPlan, plan_endpoint
+from gateway.observability.access_log import open_access_log
 from gateway.observability.loop_lag import lag_histogram, monitoring_lag
 from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.status import BackendView, StatusData, routes_of
+from gateway.observability.tracing import open_tracing
 from gateway.policies.cache import CacheCollector, Caches
 from gateway.policies.chain import Resilience
 from gateway.policies.metrics import PolicyMetrics
+from gateway.policies.tracing import CallTrace
+from gateway.server.admin import serving_admin
 from gateway.web.aggregate import aggregation_handler
 from gateway.web.background import BackgroundCalls, shutdown_deadline
 from gateway.web.body import body_limit
+from gateway.web.docs_page import docs_routes
 from gateway.web.edge import EdgeMiddleware
 from gateway.web.forwarding import Forwarding, parse_trusted
 from gateway.web.guards import Guards, open_guards
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
+from gateway.web.observe import ObserveMiddleware
 from gateway.web.problems import http_exception_handler
 from gateway.web.proxy import proxy_handler
 from gateway.web.request_body import body_step
+from gateway.web.status_page import StatusPage
 from gateway.web.steps import Handler, Step, endpoint_route
 
 
@@ -49,23 +58,48 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
     """The gateway for a validated spec. Backends open in the lifespan, not here."""
     settings = settings or Settings()
     metrics = GatewayMetrics()
+    if settings.prometheus_multiproc_dir is not None:  # `--workers N`: the whole group
+        metrics.expose_group(settings.prometheus_multiproc_dir)
     health = Health()
     loop_lag = lag_histogram(metrics.registry)
     background = BackgroundCalls(settings.background_calls, metrics.registry)
+    tracing = open_tracing(settings, metrics.registry)
+    access_log = (
+        open_access_log(settings.access_log_queue, metrics.registry)
+        if settings.access_log
+        else None
+    )
+    status = StatusPage()
     plans = {
         index: plan_endpoint(endpoint, spec.backends, traits_of)
         for index, endpoint in enumerate(spec.endpoints)
         if endpoint.proxy is None
     }
-    operations: list[BaseRoute] = [
+    # with an admin port these answer there only (gateway/server/admin.py), else here
+    admin_routes: list[BaseRoute] = [
         Route("/livez", health.livez, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/status", status.page, methods=["GET"]),
+        Route("/status/live", status.live, methods=["GET"]),
+    ]
+    operations: list[BaseRoute] = [
+        *(admin_routes if settings.admin_port is None else admin_routes[:1]),
+        *docs_routes(spec),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if tracing is not None:  # last out: the spans of the shutdown are exported too
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+            if access_log is not None:
+                stack.callback(access_log.close)
+            if settings.admin_port is not None:
+                admin = Starlette(routes=admin_routes)
+                await stack.enter_async_context(
+                    serving_admin(admin, settings.host, settings.admin_port)
+                )
             context = OpenContext(stack, settings, metrics.registry)
             live = await open_backends(spec.backends, context)
             for name, backend in live.items():
@@ -78,8 +112,18 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
             guards = await open_guards(spec, settings, context, live, health)
             wiring = _Wiring(
-                spec, live, resilience, metrics, settings, forwarding, guards, background
+                spec,
+                live,
+                resilience,
+                metrics,
+                settings,
+                forwarding,
+                guards,
+                background,
+                tracing.tracer if tracing else None,
             )
+            status.data = status_data(spec, live, resilience, metrics, health)
+            await stack.enter_async_context(metrics.window.running())
             app.router.routes = [
                 *operations,
                 *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
@@ -117,6 +161,18 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 max_in_flight=settings.max_in_flight,
                 retry_after=settings.retry_after_seconds,
             ),
+            # only when on: with tracing and the access log off a request crosses no more
+            *(
+                [
+                    Middleware(
+                        ObserveMiddleware,
+                        tracer=tracing.tracer if tracing else None,
+                        access_log=access_log,
+                    )
+                ]
+                if tracing is not None or access_log is not None
+                else []
+            ),
         ],
         exception_handlers={HTTPException: http_exception_handler},
     )
@@ -136,6 +192,7 @@ class _Wiring:
     forwarding: Forwarding
     guards: Guards
     background: BackgroundCalls
+    tracer: Tracer | None = None
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""
@@ -173,7 +230,10 @@ class _Wiring:
             handler = stream_handler(plan, stream)
         else:
             wrap = self.resilience.wrap
-            calls = {call.name: wrap(call.backend, call.policies) for call in plan.calls}
+            calls = {
+                call.name: wrap(call.backend, call.policies, self._trace(endpoint, call))
+                for call in plan.calls
+            }
             handler = aggregation_handler(
                 plan,
                 calls,
@@ -182,3 +242,45 @@ class _Wiring:
                 background=self.background,
             )
         return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
+
+    def _trace(self, endpoint: EndpointSpec, call: CallPlan) -> CallTrace | None:
+        """What each try's span of `call` carries, or None when tracing is off."""
+        if self.tracer is None:
+            return None
+        attributes = {  # the endpoint is the parent span's route
+            "gateway.call": call.name,
+            "gateway.backend": call.backend,
+            "gateway.backend.kind": self.live[call.backend].kind,
+            **call.attributes,
+        }
+        return CallTrace(self.tracer, call.name, attributes)
+
+
+def status_data(
+    spec: GatewaySpec,
+    live: Mapping[str, LiveBackend],
+    resilience: Resilience,
+    metrics: GatewayMetrics,
+    health: Health,
+) -> StatusData:
+    """The status page's view of the open app."""
+
+    def breakers(name: str) -> Callable[[], dict[str, str]]:
+        found = resilience.breakers(name)
+        return lambda: {b.host: b.state for b in found}
+
+    return StatusData(
+        routes=routes_of(spec.endpoints),
+        backends=tuple(
+            BackendView(
+                name=name,
+                kind=backend.kind,
+                hosts=tuple(host for host, _ in backend.hosts),
+                breakers=breakers(name),
+                usage=backend.usage,
+            )
+            for name, backend in live.items()
+        ),
+        window=metrics.window,
+        state=lambda: health.state,
+    )

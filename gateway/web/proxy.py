@@ -26,6 +26,7 @@ from gateway.engine.context import RequestContext
 from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import parse_template, render_text
 from gateway.errors import BodyTooLarge
+from gateway.observability.tracing import traceparent
 from gateway.web.body import has_body, limited_stream
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding
 from gateway.web.problems import problem
@@ -121,6 +122,9 @@ def proxy_handler(
             if k.lower() != "host" and k.lower() not in FORWARDING_HEADERS
         )
         headers["X-Request-ID"] = context.request_id
+        parent = traceparent()  # the request's span, when tracing is on
+        if parent is not None:
+            headers["traceparent"] = parent
         peer = request.client.host if request.client else None
         headers.extend(forwarding.upstream_headers(peer, request.url.scheme, context.headers))
         body = limited_stream(request, max_body) if has_body(request) else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-UNSHED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+UNSHED_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/status", "/status/live"})
 
 
 @dataclass(slots=True)

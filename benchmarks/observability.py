@@ -1,0 +1,165 @@
+"""Observability benchmark: what tracing and the access log cost, measured side by side.
+
+    python -m benchmarks.observability [--seconds 24] [--clients 32]
+
+Four gateways on the same routes (a 3-call fan-out, `needs` chain included, against the
+catalog service with a 5 ms delay): one plain, one tracing (OTEL_TRACES_SAMPLER=always_on,
+every span exported over OTLP/HTTP to the receiver of tests/otlp_receiver.py, running in
+this process), one sampling 10% of the traces (parentbased_traceidratio, 0.1), one with
+GATEWAY_ACCESS_LOG=1 (stdout to a file). Rounds alternate between
+them, so drift in the machine's load hits all of them alike, and each figure is the gateway
+process's own CPU time per request (user + system, psutil) and its requests/s.
+
+Targets: tracing on / off <= 1.15x CPU per request; access log on / off <= 1.05x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from benchmarks.core import latencies
+from tests.otlp_receiver import OtlpReceiver
+from tests.processes import Running, start_gateway, start_service
+
+CONFIG = """
+version: 1
+backends:
+  catalog: {{kind: http, url: "{catalog}", timeout: 5s, max_connections: 512}}
+endpoints:
+  - path: /three/{{id}}
+    calls:
+      - {{name: product, backend: catalog, path: "/products/{{id}}", query: {{delay: 5ms}},
+          group: product}}
+      - {{name: author, backend: catalog, path: "/authors/{{calls.product.author_id}}",
+          query: {{delay: 5ms}}, needs: [product], group: author}}
+      - {{name: other, backend: catalog, path: /products/2, query: {{delay: 5ms}},
+          group: other}}
+"""
+
+
+@dataclass
+class Variant:
+    name: str
+    gateway: Running
+    requests: int = 0
+    cpu: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu / self.requests
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def measure(variant: Variant, clients: int, seconds: float) -> None:
+    """One round: warm the connections, then `seconds` of closed-loop load, CPU counted."""
+    process = psutil.Process(variant.gateway.process.pid)
+    url = f"{variant.gateway.url}/three/1"
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await latencies(session, url, clients, 0.3)
+        before = sum(process.cpu_times()[:2])
+        samples = await latencies(session, url, clients, seconds)
+        variant.cpu += sum(process.cpu_times()[:2]) - before
+    variant.requests += len(samples)
+    variant.seconds += seconds
+
+
+async def run_rounds(variants: list[Variant], clients: int, seconds: float, rounds: int) -> None:
+    for _ in range(rounds):
+        for variant in variants:
+            await measure(variant, clients, seconds / rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=24.0, help="measuring time per variant")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds")
+    args = parser.parse_args(argv)
+
+    catalog = start_service("catalog")
+    receiver = OtlpReceiver()
+    quiet = {"GATEWAY_LOG_LEVEL": "warning"}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.yaml"
+        config.write_text(CONFIG.format(catalog=catalog.url))
+        access_out = (Path(tmp) / "access.log").open("wb")
+        variants = [
+            Variant("plain", start_gateway(config, env=quiet)),
+            Variant(
+                "tracing",
+                start_gateway(
+                    config,
+                    env={
+                        **quiet,
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                        "OTEL_TRACES_SAMPLER": "always_on",
+                    },
+                ),
+            ),
+            Variant(
+                "tracing 10%",
+                start_gateway(
+                    config,
+                    env={
+                        **quiet,
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+                    },
+                ),
+            ),
+            Variant(
+                "access log",
+                start_gateway(config, env={**quiet, "GATEWAY_ACCESS_LOG": "1"}, stdout=access_out),
+            ),
+        ]
+        try:
+            asyncio.run(run_rounds(variants, args.clients, args.seconds, args.rounds))
+        finally:
+            for variant in variants:
+                variant.gateway.stop()
+            catalog.stop()
+            access_out.close()
+            lines = sum(1 for _ in (Path(tmp) / "access.log").open("rb"))
+    receiver.close()
+    plain = variants[0]
+    cpu = {v.name: v.cpu_per_request / plain.cpu_per_request for v in variants}
+    rate = {v.name: v.rate / plain.rate for v in variants}
+    print(f"3-call fan-out, {args.clients} clients, 5 ms backend delay, {args.rounds} rounds")
+    for variant in variants:
+        print(
+            f"  {variant.name:<11} {variant.rate:7.0f} req/s  "
+            f"{variant.cpu_per_request * 1e6:6.0f} us CPU per request"
+        )
+    print(
+        f"tracing on / off     CPU per request {cpu['tracing']:.3f}x   (target <= 1.15)"
+        f"   req/s {rate['tracing']:.3f}x   spans received: {len(receiver.spans)}"
+    )
+    print(
+        f"tracing 10% / off    CPU per request {cpu['tracing 10%']:.3f}x"
+        f"   req/s {rate['tracing 10%']:.3f}x"
+    )
+    print(
+        f"access log on / off  CPU per request {cpu['access log']:.3f}x   (target <= 1.05)"
+        f"   req/s {rate['access log']:.3f}x   lines written: {lines}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
