@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.server.protocol import CLIENT_CONNECTIONS
+from gateway.server.refusals import REASONS, REFUSALS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -61,7 +66,23 @@ class GatewayMetrics:
             registry=r,
         )
         peak_connections.set_function(lambda: CLIENT_CONNECTIONS.peak)
+        r.register(ProtocolRefusals())
 
     async def endpoint(self, request: Request) -> Response:
         """GET /metrics."""
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class ProtocolRefusals(Collector):
+    """`gateway_protocol_refusals_total{reason}`: what the HTTP server refused before the app
+    ran (gateway/server/refusals.py), read from the process's counter when scraped."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "gateway_protocol_refusals",
+            "Requests and connections the HTTP server refused before the app ran, by reason.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            family.add_metric([reason], REFUSALS[reason])
+        yield family

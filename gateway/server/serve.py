@@ -25,7 +25,8 @@ from gateway.config.document import GatewaySpec
 from gateway.config.loader import load_spec
 from gateway.config.settings import Settings
 from gateway.server.accept import BatchAcceptServer
-from gateway.server.protocol import CountingHttpToolsProtocol
+from gateway.server.limits import HttpLimits, LimitedConfig
+from gateway.server.protocol import GatewayHttpProtocol
 from gateway.web.app import create_app
 from gateway.web.health import Health
 
@@ -80,13 +81,14 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
-    """The uvicorn settings tuned for many concurrent connections."""
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+    """The uvicorn settings tuned for many concurrent connections, with the client limits."""
+    return LimitedConfig(
+        app,
+        http_limits=HttpLimits.from_settings(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=CountingHttpToolsProtocol,
+        http=GatewayHttpProtocol,
         lifespan="on",
         backlog=settings.backlog,
         timeout_keep_alive=int(settings.keep_alive_seconds),
