@@ -15,7 +15,7 @@ from gateway.backends.registry import KIND_FIELDS, BackendKind, kind_of, kinds
 from gateway.config.document import GatewaySpec
 from gateway.config.models import CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
-from gateway.config.values import HOP_BY_HOP
+from gateway.config.values import HEADER_NAME, HOP_BY_HOP, NOT_IN_HEADERS
 
 
 def path_params(path: str) -> list[str]:
@@ -101,6 +101,11 @@ def _check_call(
     templates += [(f"headers.{k}", v) for k, v in call.headers.items()]
     for field_name, text in templates:
         problems += check_template(text, scope, f"{where}.{field_name}")[1]
+    for key, text in call.headers.items():
+        if not HEADER_NAME.match(key):
+            problems.append((f"{where}.headers", f"{key!r} is not a header name"))
+        if NOT_IN_HEADERS.search(text):
+            problems.append((f"{where}.headers.{key}", "a header cannot carry control characters"))
     if backend is not None:
         kind = kind_of(backend)
         problems += _unused_fields(kind, call, where)

@@ -15,16 +15,20 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
+from gateway.config.values import NOT_IN_HEADERS
 from gateway.engine.context import RequestContext
 from gateway.engine.merge import Shape, dotted
 from gateway.engine.templates import (
+    Ref,
     Sources,
     Template,
+    as_text,
     is_absent,
+    lookup,
     parse_template,
     render_text,
 )
-from gateway.errors import BadRequest, MissingValue
+from gateway.errors import BadRequest, MissingValue, UnsafeValue
 from gateway.policies.resolve import CallPolicies, resolve_policies
 from gateway.types import BackendRequest
 
@@ -94,6 +98,8 @@ class CallPlan:
     shape: Shape
     policies: CallPolicies  # retry, hedge, coalesce, per-try timeout (gateway/policies)
     streams: bool = False
+    header_client_refs: tuple[Ref, ...] = ()
+    """Refs to client values in this call's header templates (checked: no control chars)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +140,14 @@ def plan_endpoint(
 
 def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> CallPlan:
     name = call.name or ""
+    headers = tuple((k.lower(), parse_template(v)) for k, v in call.headers.items())
     return CallPlan(
         name=name,
         backend=call.backend,
         method=traits.method,
         path=parse_template(call.path),
         query=tuple((k, parse_template(v)) for k, v in call.query.items()),
-        headers=tuple((k.lower(), parse_template(v)) for k, v in call.headers.items()),
+        headers=headers,
         arguments=traits.arguments,
         needs=tuple(call.needs),
         required=call.required,
@@ -160,6 +167,9 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits) -> Call
             resilience=traits.resilience,
         ),
         streams=traits.streams,
+        header_client_refs=tuple(
+            ref for _, template in headers for ref in template.refs if ref.from_client
+        ),
     )
 
 
@@ -174,12 +184,30 @@ def has_dot_segment(decoded: str) -> bool:
 
 def check_request(plan: EndpointPlan, context: RequestContext) -> None:
     """Refuse (BadRequest -> 400) what no call of the endpoint can be built from: a path
-    parameter that could climb the upstream path, a client value its type refuses."""
+    parameter that could climb the upstream path, a client value its type refuses, a client
+    value with control characters that a call would put into a header."""
     for name, value in context.path.items():
         if isinstance(value, str) and has_dot_segment(value):
             raise BadRequest(f"path parameter {name!r} must not contain '.' or '..' segments")
     for call in plan.calls:
         call.arguments.check(context.sources)
+        for ref in call.header_client_refs:
+            if is_absent(ref, context.sources):
+                continue
+            try:
+                value = lookup(ref, context.sources)
+            except MissingValue:
+                continue  # the call fails on it when it is built, as any missing value
+            if isinstance(value, str | int | float | bool) and NOT_IN_HEADERS.search(
+                as_text(value)
+            ):
+                raise BadRequest(f"{_named(ref)} must not contain control characters")
+
+
+def _named(ref: Ref) -> str:
+    """How a 400 names the client value a ref reads."""
+    kind = {"path": "path parameter", "query": "query parameter", "header": "header"}
+    return f"{kind[ref.source]} {ref.key!r}" if ref.source in kind else str(ref)
 
 
 def encode_segment(value: str) -> str:
@@ -204,6 +232,13 @@ def render_request(
         args = call.arguments.render(sources)
     except MissingValue as exc:
         raise MissingValue(f"cannot build the request: {exc}") from None
+    for key, value in headers:
+        if NOT_IN_HEADERS.search(value):
+            # client values were refused before any call (check_request): this one came
+            # from an earlier call's result, and header injection fails the call, not the request
+            raise UnsafeValue(
+                f"cannot build the request: header {key!r} would carry control characters"
+            )
     own_query = {k for k, _ in query}
     own_headers = {k for k, _ in headers}
     return BackendRequest(

@@ -82,7 +82,7 @@ class Resilience:
                 call=live.call,
                 hosts=hosts,
                 bulkhead=heads,
-                budget=RetryBudget(heads),
+                budget=RetryBudget(name),
                 rng=random.Random(),
             )
 

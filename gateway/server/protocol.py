@@ -45,6 +45,10 @@ from gateway.server.refusals import REFUSALS, refusal
 log = logging.getLogger("gateway.protocol")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER_SECONDS = 2.0
+"""After a refusal, how long the rest of what the client sends is read and dropped before
+the connection closes (nginx's lingering close): closing a socket with unread bytes sends a
+reset, and a reset can destroy the answer before the client reads it."""
 
 
 @dataclass(slots=True)
@@ -85,6 +89,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._buffer_body = False  # read the latest request's body before its app starts
         self._deferred: tuple[RequestResponseCycle, ASGI3Application] | None = None
+        self._lingering: asyncio.TimerHandle | None = None  # refused: dropping what comes
 
     # --- the connection ------------------------------------------------------------------
 
@@ -96,10 +101,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         CLIENT_CONNECTIONS.closed()
         self._cancel_timers()
+        if self._lingering is not None:
+            self._lingering.cancel()
         self._deferred = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            return  # refused already: what follows is dropped until the client closes
         self._unset_keepalive_if_required()
         view = memoryview(data)
         limit = self.limits.max_header_bytes
@@ -279,7 +288,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, refused: ProtocolRefusal) -> None:
-        """Answer `refused` (unless an answer has started: then just close) and close."""
+        """Answer `refused` (unless an answer has started: then just close), then close."""
         REFUSALS[refused.reason] += 1
         log.debug("refused %s: %s (%s)", self.client, refused.detail, refused.reason)
         self._cancel_timers()
@@ -290,7 +299,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # the app, if it runs, sees the client gone: its reads end, its answer is dropped
             cycle.disconnected = True
             cycle.message_event.set()
-        if not answered and not self.transport.is_closing():
-            default_headers = self.server_state.default_headers
-            self.transport.write(refusal(refused.status, refused.detail, default_headers))
-        self.transport.close()
+        transport = self.transport
+        if answered or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write(refusal(refused.status, refused.detail, self.server_state.default_headers))
+        transport.write_eof()  # the answer, then FIN; the client's EOF closes the connection
+        self.flow.resume_reading()
+        self._lingering = self.loop.call_later(LINGER_SECONDS, transport.close)

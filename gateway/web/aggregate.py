@@ -105,7 +105,7 @@ def respond(
             status,
             f"call(s) failed: {names}",
             headers=headers,
-            failed_calls={n: _describe(o.error) for n, o in failed.items()},
+            failed_calls={n: _describe(o.error, plan.error_details) for n, o in failed.items()},
         )
     body = merge(
         [
@@ -115,7 +115,7 @@ def respond(
         ]
     )
     if plan.error_details and failed:
-        body["_errors"] = {n: _describe(o.error) for n, o in failed.items()}
+        body["_errors"] = {n: _describe(o.error, True) for n, o in failed.items()}
     return Response(
         orjson.dumps(body),
         media_type="application/json",
@@ -147,8 +147,13 @@ def _timed_out(error: CallError | None, outcomes: Mapping[str, Outcome]) -> bool
     return False
 
 
-def _describe(error: CallError | None) -> dict[str, Any]:
-    return {"status": error.status if error else None, "error": str(error)}
+def _describe(error: CallError | None, details: bool) -> dict[str, Any]:
+    """A failed call as answers show it: the details (addresses, URLs, a library's wording)
+    only for `error_details: true` endpoints."""
+    described = {"status": error.status if error else None, "error": str(error)}
+    if details and error is not None and error.details is not None:
+        described["details"] = error.details
+    return described
 
 
 def _observe(metrics: GatewayMetrics, endpoint: str, outcomes: Mapping[str, Outcome]) -> None:

@@ -126,7 +126,13 @@ class _Wiring:
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
             handler = proxy_handler(
-                endpoint.path, proxy, upstream, timeout, max_body, self.forwarding
+                endpoint.path,
+                proxy,
+                upstream,
+                timeout,
+                max_body,
+                self.forwarding,
+                error_details=endpoint.error_details,
             )
             # a passthrough forwards every method unless the config names one
             given = "method" in endpoint.model_fields_set
