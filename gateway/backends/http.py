@@ -196,6 +196,9 @@ async def read_limited(response: aiohttp.ClientResponse, limit: int, name: str) 
         size += len(chunk)
         if size > limit:
             response.close()  # the connection's unread rest must not be reused
+            # the traceback keeps this frame alive until the cycle collector runs: measured,
+            # 3 bursts of 8 oversized answers then held ~200 MiB without this
+            chunks.clear()
             raise ResponseTooLarge(f"response too large: {name} sent more than {limit} bytes")
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

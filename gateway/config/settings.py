@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="A request body up to this size is read whole before the app runs (so "
         "before any backend slot or connection is taken); larger ones are streamed.",
     )
+    memory_trim_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often to check whether freed memory can go back to the system "
+        "(gc + malloc_trim after the process grew 16 MiB; gateway/observability/memory.py); "
+        "0 turns it off.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from gateway.config.settings import Settings
 from gateway.config.values import HTTP_METHODS
 from gateway.engine.plan import EndpointPlan, plan_endpoint
 from gateway.observability.loop_lag import lag_histogram, monitoring_lag
+from gateway.observability.memory import trimming_memory
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policies.chain import Resilience
 from gateway.policies.metrics import PolicyMetrics
@@ -79,6 +80,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                     settings.loop_lag_warn_seconds,
                 )
             )
+            await stack.enter_async_context(trimming_memory(settings.memory_trim_seconds))
             health.state = "ready"
             yield
             health.state = "draining"
