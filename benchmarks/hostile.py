@@ -127,16 +127,15 @@ class Row:
     note: str = ""
 
     def line(self) -> str:
-        rss = "  ".join(f"{v:6.0f}" for v in self.rss) if self.rss else f"{'-':>22}"
+        # a value of 0 is one not measured (a config row has only its process's peak)
+        rss = "  ".join(f"{v:6.0f}" if v else f"{'-':>6}" for v in self.rss or (0, 0, 0))
         if self.p99_ms is None:
             normal = f"{'-':>15}"
         else:
             verdict = "yes" if self.p99_ms < P99_TARGET * 1000 else "NO"
             normal = f"{verdict:>4} {self.p99_ms:7.1f} ms"
-        return (
-            f"{self.attack:48} {self.status:>14} {self.seconds:8.2f} s  {rss}  {normal}"
-            f"  {self.note}"
-        )
+        line = f"{self.attack:48} {self.status:>14} {self.seconds:8.2f} s  {rss}  {normal}"
+        return f"{line}  {self.note}".rstrip()
 
 
 Attack = Callable[[Stack], Awaitable[tuple[str, float, str]]]

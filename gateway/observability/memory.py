@@ -4,16 +4,16 @@ glibc keeps the heap memory Python frees for reuse, and returns it to the system
 the top of the heap; and what a burst of failed calls leaves in reference cycles (aiohttp's
 connection objects, tracebacks holding frames) waits for the cycle collector. After 3 bursts
 of 8 endless bodies and 8 gzip bombs (each call cut off at its 8 MiB `max_response`) the
-process stayed ~70 MiB above where it started, however long it then idled. So a task checks
+process stayed ~45 MiB above where it started, however long it then idled. So a task checks
 every `every` seconds (`GATEWAY_MEMORY_TRIM_SECONDS`, 1) whether the resident size grew by
 `TRIM_WHEN_GROWN_BYTES` since the last check, and if so runs the cycle collector and
 `malloc_trim(0)`, which also releases the free pages inside the heap: 2-4 ms, measured.
 
 Measured by `python -m benchmarks.hostile` ("memory after a burst", RSS MiB before / peak /
-3 s after; docs/security.md): this 66 / 148 / 62; neither 66 / 153 / 134;
-`MALLOC_ARENA_MAX=2` (fewer per-thread arenas) 68 / 142 / 123, since the buffers are
+3 s after; docs/security.md): this 66 / 143 / 62; neither 66 / 143 / 109;
+`MALLOC_ARENA_MAX=2` (fewer per-thread arenas) 66 / 128 / 127, since the buffers are
 allocated on the event loop's thread; `MALLOC_MMAP_THRESHOLD_=131072` (large blocks always
-mmap'ed, so returned on free, at a system call each) 66 / 137 / 102. Without glibc's
+mmap'ed, so returned on free, at a system call each) 65 / 136 / 102. Without glibc's
 `malloc_trim` or /proc (musl, macOS) there is no task, only the start-up freeze below.
 """
 
