@@ -291,3 +291,29 @@ async def test_a_request_needs_exactly_one_host(catalog: Running, tmp_path: Path
         assert backend.requests == 1  # the HTTP/1.0 one
         assert normal.statuses == {200}
         assert await gw.metric("gateway_protocol_refusals_total", reason="bad_host") == 3
+
+
+async def test_a_client_waiting_for_100_continue_gets_it_while_its_body_is_buffered(
+    catalog: Running, tmp_path: Path
+) -> None:
+    """The protocol reads a small body before the app runs; a client that sends
+    `Expect: 100-continue` waits for the 100 before sending it, so the protocol sends it."""
+    async with (
+        hostile_upstream("echo") as upstream,
+        gateway(tmp_path, CONFIG.format(catalog=catalog.url, upstream=upstream.url)) as gw,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(
+                attacks.head(
+                    "/pass/upload", "POST", extra="Content-Length: 5\r\nExpect: 100-continue\r\n"
+                )
+            )
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            answer = await reader.read()
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert b'"body_bytes":5' in answer
+        assert b'"expect"' not in answer  # the body was here: the upstream is not asked

@@ -169,6 +169,10 @@ def proxy_handler(
             return problem(413, str(exc))
         except ClientDisconnect:
             return problem(400, "the client went away while sending its body")
+        if isinstance(body, bytes):
+            # the client's `Expect: 100-continue` was answered by the server, and the body is
+            # here: asking the upstream would only wait for its 100 (which some never send)
+            headers.popall("Expect", None)
 
         try:
             # the wait for a free upstream slot is part of the exchange's time
