@@ -177,7 +177,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         length, chunked, expect = 0, False, False
         for name, value in self.headers:
             if name == b"content-length":
-                length = int(value)  # httptools refused a length that is not digits
+                # httptools refuses a length that is not digits; one that got past would
+                # raise here, and the request be refused (400) all the same
+                length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"expect":
