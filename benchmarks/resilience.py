@@ -4,7 +4,8 @@
 
 (1) retries: upstream requests / client requests for an always-503 backend, over a run of
     closed-loop clients: no retries (the reference), retries within the 20% budget, retries
-    with no budget; for a backend that fails at once and one that fails after 200 ms.
+    with no budget; for a backend that fails at once and one that fails after 200 ms, and
+    for the first again with the gateway's CPU saturated by another client (tests/hammer.py).
 (2) hedging: p50/p99/max of an endpoint whose backend answers every 20th request 1 s late,
     without and with `hedge: {after: 100ms}` (rounds alternate so machine noise hits both).
 (3) coalescing: upstream requests for 100 identical concurrent GETs (backend: 200 ms).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.processes import Running, start_gateway, start_service
+from tests.processes import REPO, Running, start_gateway, start_service
 
 RETRY = "attempts: 3, backoff: 50ms, max_backoff: 1s, on: [connect, timeout, 502, 503, 504]"
 BUDGET = "{" + RETRY + ", budget: 20%}"  # as the issue writes it (min_retries: 3, the default)
@@ -177,14 +179,32 @@ async def retry_ratio(
 
 async def retries(bench: Bench, failing: FaultProxy, clients: int, seconds: float) -> list[str]:
     lines = [f"retries: always-503 backend, {clients} clients, upstream / client requests"]
-    lines.append(f"  {'503 after':>10} {'no retries':>11} {'budget 20%':>11} {'no budget':>10}")
-    for delay in ("0ms", "200ms"):
-        row = [
-            await retry_ratio(bench, failing, path, clients, seconds, delay)
-            for path in ("/503/{id}", "/503b/{id}", "/503n/{id}")
-        ]
-        lines.append(f"  {delay:>10} {row[0]:11.2f} {row[1]:11.2f} {row[2]:10.2f}")
+    lines.append(f"  {'503 after':>21} {'no retries':>11} {'budget 20%':>11} {'no budget':>10}")
+    for delay, saturated in (("0ms", False), ("200ms", False), ("0ms", True)):
+        # saturated: a load generator in a process of its own (256 connections) hammers
+        # another endpoint of the gateway meanwhile, so its CPU is the bottleneck
+        hammer = start_hammer(f"{bench.gateway}/ok/7") if saturated else None
+        try:
+            row = [
+                await retry_ratio(bench, failing, path, clients, seconds, delay)
+                for path in ("/503/{id}", "/503b/{id}", "/503n/{id}")
+            ]
+        finally:
+            if hammer is not None:
+                hammer.terminate()
+                hammer.communicate(timeout=60)
+        label = f"{delay}{', saturated' if saturated else ''}"
+        lines.append(f"  {label:>21} {row[0]:11.3f} {row[1]:11.3f} {row[2]:10.3f}")
     return lines
+
+
+def start_hammer(url: str) -> subprocess.Popen[bytes]:
+    """tests/hammer.py on `url` in a process of its own; stop it by PID."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.hammer", url, "--connections", "256"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+    )
 
 
 async def hedging(bench: Bench, tail: FaultProxy, seconds: float) -> list[str]:

@@ -13,12 +13,16 @@
     │   ├── UnsupportedMediaType the endpoint reads a JSON body; this one is not JSON (-> 415)
     │   ├── BadJson              the body does not parse as JSON, or there is none (-> 400)
     │   └── SchemaViolation      the JSON body fails the endpoint's schema (-> 400, `errors`)
+    ├── ProtocolRefusal          the HTTP server refuses a request before the app runs: a head
+    │                            over a limit, too slow, no Host (-> 400/408/414/431, closed)
     └── CallError                an expected failure of one backend call (-> an Outcome, not a 500)
         ├── CallTimeout          the call's own timeout or the endpoint deadline passed
         ├── UpstreamUnavailable  connection refused/reset, DNS, pool closed
         ├── BadStatus            the upstream answered a non-2xx status (a 4xx keeps its JSON body)
         ├── BadBody              the upstream body is not JSON, or lacks the field the call picks
+        │   └── ResponseTooLarge the upstream body is over the backend's `max_response`
         ├── MissingValue         the call's request cannot be built: a value it needs is absent
+        ├── UnsafeValue          an upstream value would put control characters into a header
         ├── QueryFailed          the database refused the statement (an SQL error)
         ├── Refused              not sent, to protect the backend or the gateway (-> 503)
         │   ├── CircuitOpen      the backend's (or every host's) breaker is open
@@ -31,6 +35,8 @@
 
 Lower-layer errors (aiohttp, asyncpg, asyncio) are translated into these at the backend
 boundary; anything else is a bug and becomes a 500 (logged once, with the request id).
+A `CallError`'s message is what a client may read; what names internal hosts, URLs or a
+library's own wording goes into its `details`, shown only with `error_details: true`.
 """
 
 from __future__ import annotations
@@ -131,15 +137,35 @@ class SchemaViolation(BadRequest):
         self.errors = errors
 
 
+class ProtocolRefusal(GatewayError):
+    """Raised while parsing a request (gateway/server/protocol.py) to stop the parser; the
+    protocol answers `status` itself and closes. `reason` labels the refusal's metric."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
 class CallError(GatewayError):
-    """An expected failure of one backend call; it becomes a failed Outcome."""
+    """An expected failure of one backend call; it becomes a failed Outcome.
+
+    `details` says more for the operator (addresses, URLs, the library's message): answers
+    carry it only for endpoints with `error_details: true`.
+    """
 
     status: int | None = None
+    details: str | None = None
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, details: str | None = None
+    ) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        if details is not None:
+            self.details = details
 
 
 class CallTimeout(CallError):
@@ -174,9 +200,19 @@ class BadBody(CallError):
     """The upstream answered 2xx but the body is not usable JSON (or lacks the picked field)."""
 
 
+class ResponseTooLarge(BadBody):
+    """The upstream's body (decompressed) is larger than the backend's `max_response`; no
+    more than that limit was read."""
+
+
 class MissingValue(CallError):
     """A value the call's request needs is absent: a field of an earlier result, or a value
     of the client request that the call cannot go without."""
+
+
+class UnsafeValue(CallError):
+    """A value from an upstream result would put control characters (CR, LF...) into a
+    header of the call's request; the call is not sent."""
 
 
 class QueryFailed(CallError):

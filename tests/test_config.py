@@ -87,6 +87,14 @@ BAD_CONFIGS = [
         "endpoints: [{path: no-slash, calls: [{backend: catalog}]}]",
         "endpoints[0].path: String should match pattern '^/'",
     ),
+    (
+        'endpoints: [{path: /a, calls: [{backend: catalog, headers: {"x note": v}}]}]',
+        "endpoints[0].calls[0].headers: 'x note' is not a header name",
+    ),
+    (
+        'endpoints: [{path: /a, calls: [{backend: catalog, headers: {x-note: "a\\r\\nX-Evil: 1"}}]}]',
+        "endpoints[0].calls[0].headers.x-note: a header cannot carry control characters",
+    ),
 ]
 
 
@@ -105,6 +113,8 @@ def test_bad_config_names_file_field_and_reason(body: str, expected: str) -> Non
         ("{kind: http}", "backends.c: give exactly one of `url` or `urls`"),
         ('{kind: http, url: "ftp://x"}', "backends.c.url: 'ftp://x' is not an http:// or https://"),
         ('{kind: http, url: "http://x", max_connections: 0}', "backends.c.max_connections:"),
+        ('{kind: http, url: "http://x", max_response: 0}', "backends.c.max_response:"),
+        ('{kind: http, url: "http://x", max_response: lots}', "backends.c.max_response:"),
         ('{kind: smtp, url: "http://x"}', "backends.c"),
     ],
 )

@@ -38,7 +38,7 @@ from gateway.policies.coalesce import Flights, coalesce, coalesce_key
 from gateway.policies.hedge import hedge
 from gateway.policies.metrics import PolicyMetrics
 from gateway.policies.resolve import CallPolicies, resolve_policies
-from gateway.policies.retry import RetryBudget, backoff_delay, retry, retryable
+from gateway.policies.retry import WINDOW_SECONDS, RetryBudget, backoff_delay, retry, retryable
 from gateway.policies.timeout import timeout
 from gateway.types import BackendRequest, BackendResponse, Call
 
@@ -238,31 +238,53 @@ def test_backoff_doubles_is_capped_and_jittered_within_half_to_full(
 
 
 @pytest.mark.parametrize(
-    ("in_flight", "retry_tries", "retrying", "share", "minimum", "allowed"),
+    ("calls", "retries", "share", "minimum", "allowed"),
     [
-        (0, 0, 0, 0.2, 3, True),  # the minimum: a quiet backend may still retry
-        (0, 0, 2, 0.2, 3, True),
-        (0, 0, 3, 0.2, 3, False),
-        (10, 0, 2, 0.2, 3, True),  # 20% of 10 is 2: the minimum (3) still rules
-        (10, 0, 3, 0.2, 3, False),
-        (50, 0, 9, 0.2, 3, True),  # 20% of 50 is 10
-        (50, 0, 10, 0.2, 3, False),
-        # retries in their try are not normal traffic: 20% of (50 - 10) is 8
-        (50, 10, 7, 0.2, 3, True),
-        (50, 10, 8, 0.2, 3, False),
-        (50, 0, 0, 0.0, 0, False),  # no budget at all: never retry
-        (100, 0, 49, 0.5, 1, True),
-        (100, 0, 50, 0.5, 1, False),
+        (0, 0, 0.2, 3, True),  # the minimum: a quiet backend may still retry
+        (0, 2, 0.2, 3, True),
+        (0, 3, 0.2, 3, False),
+        (10, 2, 0.2, 3, True),  # 20% of 10 is 2: the minimum (3) still rules
+        (10, 3, 0.2, 3, False),
+        (50, 9, 0.2, 3, True),  # 20% of 50 is 10
+        (50, 10, 0.2, 3, False),
+        (200, 39, 0.2, 3, True),  # 200 calls: never more than 40 retries, however timed
+        (200, 40, 0.2, 3, False),
+        (50, 0, 0.0, 0, False),  # no budget at all: never retry
+        (100, 49, 0.5, 1, True),
+        (100, 50, 0.5, 1, False),
+        (10, 2, 0.3, 0, True),  # 0.3 x 10 is 3.0000000000000004 in floats: 3, not 4
+        (10, 3, 0.3, 0, False),
+        (100, 28, 0.29, 0, True),  # 0.29 x 100 is 28.999999999999996: 29
+        (100, 29, 0.29, 0, False),
     ],
 )
-def test_retry_budget(
-    in_flight: int, retry_tries: int, retrying: int, share: float, minimum: int, allowed: bool
-) -> None:
-    calls = Bulkhead("b", None)
-    calls.in_flight = in_flight
-    budget = RetryBudget(calls, retrying=retrying, retry_tries=retry_tries)
+def test_retry_budget(calls: int, retries: int, share: float, minimum: int, allowed: bool) -> None:
+    budget = RetryBudget("b", clock=Clock())
+    for _ in range(calls):
+        budget.called()
+    for _ in range(retries):
+        assert budget.try_acquire(1.0, 10**6)  # set up the count whatever the share
     assert budget.try_acquire(share, minimum) is allowed
-    assert budget.retrying == retrying + allowed
+    assert (budget.calls, budget.retries) == (calls, retries + allowed)
+
+
+def test_retry_budget_counts_only_the_last_window() -> None:
+    clock = Clock()
+    budget = RetryBudget("b", clock=clock)
+    for _ in range(100):
+        budget.called()
+    assert sum(budget.try_acquire(0.2, 3) for _ in range(30)) == 20
+    clock.now += WINDOW_SECONDS / 2  # half a window on: the calls still count
+    assert not budget.try_acquire(0.2, 3)
+    for _ in range(50):
+        budget.called()
+    assert sum(budget.try_acquire(0.2, 3) for _ in range(30)) == 10  # 20% of 150 is 30
+    clock.now += WINDOW_SECONDS / 2 + 0.01  # the first 100 calls and 20 retries are forgotten
+    assert (budget.calls, budget.retries) == (50, 10)
+    assert not budget.try_acquire(0.2, 3)  # 20% of 50 is 10, all used
+    clock.now += 10 * WINDOW_SECONDS  # a long quiet spell: the minimum again
+    assert (budget.calls, budget.retries) == (0, 0)
+    assert sum(budget.try_acquire(0.2, 3) for _ in range(10)) == 3
 
 
 # --- resolve: which policies wrap a call -------------------------------------------------
@@ -436,7 +458,7 @@ def fast_retry(attempts: int = 3, min_retries: int = 3) -> RetrySpec:
 
 
 def retrying(inner: Call, settings: RetrySpec, budget: RetryBudget | None = None) -> Call:
-    budget = budget or RetryBudget(Bulkhead("b", None))
+    budget = budget or RetryBudget("b")
     policy = retry(
         settings, budget, on_retry=Count(), on_budget_exhausted=Count(), rng=random.Random(1)
     )
@@ -472,33 +494,35 @@ async def test_retry_never_waits_past_the_deadline() -> None:
 
 async def test_retry_within_budget_only() -> None:
     exhausted = Count()
-    budget = RetryBudget(Bulkhead("b", None), retrying=3)  # the minimum (3) is in use
+    budget = RetryBudget("b")
+    for _ in range(3):
+        assert budget.try_acquire(0.2, 3)  # the minimum (3) is used up
     fake = Fake([BadStatus("x", status=503)])
     policy = retry(
         fast_retry(), budget, on_retry=Count(), on_budget_exhausted=exhausted, rng=random.Random()
     )
     with pytest.raises(BadStatus):
         await policy(fake)(BackendRequest())
-    assert (fake.calls, exhausted.n, budget.retrying) == (1, 1, 3)
+    assert (fake.calls, exhausted.n, budget.retries, budget.calls) == (1, 1, 3, 1)
 
 
-async def test_retry_holds_a_budget_slot_while_retrying_and_releases_it_however_it_ends() -> None:
-    budget = RetryBudget(Bulkhead("b", None))
+async def test_retry_counts_each_call_once_and_each_retry_when_it_is_made() -> None:
+    budget = RetryBudget("b")
     fake = Fake([BadStatus("x", status=503)] * 3)
     with pytest.raises(BadStatus):
         await retrying(fake, fast_retry(attempts=3), budget)(BackendRequest())
-    assert budget.retrying == 0
+    assert (budget.calls, budget.retries) == (1, 2)
 
     fake = Fake([BadStatus("x", status=503)], held=True)
     task = asyncio.ensure_future(retrying(fake, fast_retry(), budget)(BackendRequest()))
     await until(lambda: fake.calls == 1)
     fake.open(0)  # the first try fails; the retry is held
     await until(lambda: fake.calls == 2)
-    assert budget.retrying == 1
-    task.cancel()
+    assert (budget.calls, budget.retries) == (2, 3)
+    task.cancel()  # a cancelled retry was still sent: it stays counted
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert budget.retrying == 0 and fake.cancelled == [1]
+    assert (budget.calls, budget.retries) == (2, 3) and fake.cancelled == [1]
 
 
 async def test_timeout_bounds_one_try() -> None:
@@ -747,4 +771,4 @@ def test_repr_shows_state() -> None:
     breaker, _ = run_script("fail", SPEC)
     assert repr(breaker) == "<Breaker b h [closed, 1/3 failures]>"
     assert repr(Bulkhead("b", 4)) == "<Bulkhead b [0/4 in flight]>"
-    assert repr(RetryBudget(Bulkhead("b", None))) == "<RetryBudget b [0 retrying, 0 in flight]>"
+    assert repr(RetryBudget("b")) == "<RetryBudget b [0 retries, 0 calls in 10s]>"

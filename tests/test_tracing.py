@@ -210,7 +210,9 @@ def test_a_collector_that_is_down_costs_bounded_memory_and_no_request(
         assert gateway.stop(grace=20) == 0
     assert statuses == [200] * 400
     ended = metric(text, "gateway_trace_spans_ended_total")
-    assert ended >= 400 * 5  # the last server span may end just after its answer was read
+    # a server span and three first tries per request (the last server span may end just
+    # after its answer was read); the retry budget lets only a share of the flaky calls retry
+    assert ended >= 400 * 4
     queued = metric(text, "gateway_trace_export_queue_spans")
     assert queued <= 64
     lost = metric(text, 'gateway_trace_spans_dropped_total{reason="queue_full"}') + metric(

@@ -39,7 +39,7 @@ def run_function(path: str, args: Mapping[str, Any]) -> bytes:
     try:
         result = _function(path)(**args)
     except Exception as exc:  # the function's own failure is this call's failure
-        raise FunctionFailed(f"{path}: {type(exc).__name__}: {exc}") from None
+        raise FunctionFailed(f"{path}: {type(exc).__name__}", details=str(exc)) from None
     try:
         return orjson.dumps(result)
     except TypeError as exc:

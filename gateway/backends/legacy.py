@@ -148,9 +148,10 @@ def legacy_call(name: str, pool: ThreadPool, invoke: Invoke) -> Call:
         try:
             result = invoke(request.method, request.args)
         except OSError as exc:
-            raise UpstreamUnavailable(f"{name}: {type(exc).__name__}: {exc}") from None
+            raise UpstreamUnavailable(f"{name}: {type(exc).__name__}", details=str(exc)) from None
         except Exception as exc:  # the client's own failure is this backend's failed call
-            raise FunctionFailed(f"{name}: {type(exc).__name__}: {exc}") from None
+            # its message may name hosts or URLs the client uses: a detail, not the message
+            raise FunctionFailed(f"{name}: {type(exc).__name__}", details=str(exc)) from None
         try:
             return orjson.dumps(result)
         except TypeError as exc:

@@ -187,7 +187,7 @@ class PostgresPool:
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise UpstreamUnavailable(f"cannot connect to {self.name}: {exc}") from exc
+            raise UpstreamUnavailable(f"cannot connect to {self.name}", details=str(exc)) from exc
         finally:
             self.waiting -= 1
             self.waits += 1
@@ -209,7 +209,9 @@ class PostgresPool:
                 # replace them all on their next acquire instead of failing once per connection
                 await self.pool.expire_connections()
                 if attempt == attempts:
-                    raise UpstreamUnavailable(f"{self.name}: connection lost: {exc}") from exc
+                    raise UpstreamUnavailable(
+                        f"{self.name}: connection lost", details=str(exc)
+                    ) from exc
                 log.info("%s: stale connection (%s); retrying on a fresh one", self.name, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -227,7 +229,9 @@ class PostgresPool:
                         yield ndjson(rows)
             except STALE_CONNECTION as exc:
                 await self.pool.expire_connections()
-                raise UpstreamUnavailable(f"{self.name}: connection lost: {exc}") from exc
+                raise UpstreamUnavailable(
+                    f"{self.name}: connection lost", details=str(exc)
+                ) from exc
             except asyncpg.PostgresError as exc:
                 raise _translate(self.name, exc) from exc
 

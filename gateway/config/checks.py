@@ -18,7 +18,7 @@ from gateway.config.document import GatewaySpec
 from gateway.config.edge_checks import check_edge
 from gateway.config.models import BackendSpec, CallSpec, EndpointSpec, Problem, ProxySpec
 from gateway.config.refs import RefScope, check_template
-from gateway.config.values import BODYLESS_METHODS, HOP_BY_HOP
+from gateway.config.values import BODYLESS_METHODS, HEADER_NAME, HOP_BY_HOP, NOT_IN_HEADERS
 from gateway.config.writes import check_writes
 from gateway.engine.bodies import body_texts
 from gateway.errors import ConfigError
@@ -123,6 +123,11 @@ def _check_call(
     templates += list(body_texts(call.body))
     for field_name, text in templates:
         problems += check_template(text, scope, f"{where}.{field_name}")[1]
+    for key, text in call.headers.items():
+        if not HEADER_NAME.match(key):
+            problems.append((f"{where}.headers", f"{key!r} is not a header name"))
+        if NOT_IN_HEADERS.search(text):
+            problems.append((f"{where}.headers.{key}", "a header cannot carry control characters"))
     if backend is not None:
         kind = kind_of(backend)
         problems += _unused_fields(kind, call, where)

@@ -43,10 +43,13 @@ class RetrySpec(Model):
         description="What is retried: `connect` errors, `timeout`s, and these statuses.",
     )
     budget: Share = Field(
-        default=0.2, description="Retries in flight, as a share of the backend's active calls."
+        default=0.2,
+        description="Retries, as a share of the calls made to the backend in the last 10 s.",
     )
     min_retries: int = Field(
-        default=3, ge=0, description="Retries in flight always allowed, whatever the budget."
+        default=3,
+        ge=0,
+        description="Retries per 10 s always allowed, whatever the share (for light traffic).",
     )
 
 
@@ -214,7 +217,9 @@ class ProxySpec(Model):
     backend: str
     path: str = Field(description="Upstream path template, e.g. /{rest}.")
     timeout: Duration | None = Field(
-        default=None, description="Connect and idle-read timeout; defaults to the backend's."
+        default=None,
+        description="Bounds the whole exchange (the wait for a slot, the upload, the "
+        "upstream's head and whole body); defaults to the backend's.",
     )
 
 

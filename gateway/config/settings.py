@@ -84,6 +84,41 @@ class Settings(BaseSettings):
         "X-Forwarded-* headers are believed (none by default): see gateway/web/forwarding.py.",
     )
 
+    max_header_line_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        description="Longest request line or header line; past it 431, decided while parsing.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Request line and all headers together; past it 431.",
+    )
+    max_headers: int = Field(default=100, ge=1, description="Header lines; past it 431.")
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The whole request head must arrive within this, from the connection's "
+        "start or the end of the previous response: 408 and close (a connection that sends "
+        "nothing is closed).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="The whole request body must arrive within this: 408."
+    )
+    buffer_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="A request body up to this size is read whole before the app runs (so "
+        "before any backend slot or connection is taken); larger ones are streamed.",
+    )
+    memory_trim_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often to check whether freed memory can go back to the system "
+        "(gc + malloc_trim after the process grew 16 MiB; gateway/observability/memory.py); "
+        "0 turns it off.",
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:

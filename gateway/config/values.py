@@ -35,6 +35,12 @@ HOP_BY_HOP = frozenset(
 )
 """Headers that describe one connection, never forwarded (RFC 9110 7.6.1)."""
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+"""A header name: an RFC 9110 token."""
+NOT_IN_HEADERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters a header value cannot carry: controls but HTAB (RFC 9110 5.5); CR and LF
+would end the header and start another (header injection)."""
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)?")
 _MAX_VALUE_TEXT = 64  # no duration or share needs more; a longer one is refused unparsed
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from gateway.config.models import NO_RESILIENCE, BackendSpec, CallSpec, EndpointSpec, ResilienceSpec
+from gateway.config.values import NOT_IN_HEADERS
 from gateway.engine.bodies import Body, ForwardBody, plan_body, reads_body
 from gateway.engine.context import RawBody, RequestContext
 from gateway.engine.foreach import ForEach
@@ -22,13 +23,16 @@ from gateway.engine.merge import Shape, dotted
 from gateway.engine.paths import Path, parse_path
 from gateway.engine.shape import Shaping, plan_shaping
 from gateway.engine.templates import (
+    Ref,
     Sources,
     Template,
+    as_text,
     is_absent,
+    lookup,
     parse_template,
     render_text,
 )
-from gateway.errors import BadRequest, MissingValue
+from gateway.errors import BadRequest, MissingValue, UnsafeValue
 from gateway.policies.resolve import CallPolicies, resolve_policies
 from gateway.types import BackendRequest
 
@@ -113,6 +117,8 @@ class CallPlan:
     background: bool = False
     attributes: Mapping[str, str] = field(default_factory=dict)
     """The kind's description of the call (`CallTraits.attributes`)."""
+    header_client_refs: tuple[Ref, ...] = ()
+    """Refs to client values in this call's header templates (checked: no control chars)."""
 
     @property
     def attached(self) -> bool:
@@ -197,13 +203,14 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
     for_each = _plan_for_each(call)
     join = _plan_join(call)
     implied = [c for c in (for_each and for_each.source, join and join.call) if c]
+    headers = tuple((k.lower(), parse_template(v)) for k, v in call.headers.items())
     return CallPlan(
         name=name,
         backend=call.backend,
         method=traits.method,
         path=parse_template(call.path),
         query=tuple((k, parse_template(v)) for k, v in call.query.items()),
-        headers=tuple((k.lower(), parse_template(v)) for k, v in call.headers.items()),
+        headers=headers,
         arguments=traits.arguments,
         needs=tuple(dict.fromkeys([*call.needs, *implied])),
         required=call.required,
@@ -231,6 +238,9 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
         join=join,
         shaping=plan_shaping(call.shape),
         attributes=traits.attributes,
+        header_client_refs=tuple(
+            ref for _, template in headers for ref in template.refs if ref.from_client
+        ),
     )
 
 
@@ -272,12 +282,30 @@ def has_dot_segment(decoded: str) -> bool:
 
 def check_request(plan: EndpointPlan, context: RequestContext) -> None:
     """Refuse (BadRequest -> 400) what no call of the endpoint can be built from: a path
-    parameter that could climb the upstream path, a client value its type refuses."""
+    parameter that could climb the upstream path, a client value its type refuses, a client
+    value with control characters that a call would put into a header."""
     for name, value in context.path.items():
         if isinstance(value, str) and has_dot_segment(value):
             raise BadRequest(f"path parameter {name!r} must not contain '.' or '..' segments")
     for call in plan.calls:
         call.arguments.check(context.sources)
+        for ref in call.header_client_refs:
+            if is_absent(ref, context.sources):
+                continue
+            try:
+                value = lookup(ref, context.sources)
+            except MissingValue:
+                continue  # the call fails on it when it is built, as any missing value
+            if isinstance(value, str | int | float | bool) and NOT_IN_HEADERS.search(
+                as_text(value)
+            ):
+                raise BadRequest(f"{_named(ref)} must not contain control characters")
+
+
+def _named(ref: Ref) -> str:
+    """How a 400 names the client value a ref reads."""
+    kind = {"path": "path parameter", "query": "query parameter", "header": "header"}
+    return f"{kind[ref.source]} {ref.key!r}" if ref.source in kind else str(ref)
 
 
 def encode_segment(value: str) -> str:
@@ -311,6 +339,13 @@ def render_request(
             body, content_type = call.body.render(sources, client_body)
     except MissingValue as exc:
         raise MissingValue(f"cannot build the request: {exc}") from None
+    for key, value in headers:
+        if NOT_IN_HEADERS.search(value):
+            # client values were refused before any call (check_request): this one came
+            # from an earlier call's result, and header injection fails the call, not the request
+            raise UnsafeValue(
+                f"cannot build the request: header {key!r} would carry control characters"
+            )
     own_query = {k for k, _ in query}
     own_headers = {k for k, _ in headers}
     return BackendRequest(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.observability.multiprocess import group_registry
 from gateway.observability.window import TrafficWindow
 from gateway.server.protocol import CLIENT_CONNECTIONS
+from gateway.server.refusals import REASONS, REFUSALS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -78,6 +83,7 @@ class GatewayMetrics:
         self.window = TrafficWindow(self.requests, self.request_latency, self.call_latency)
         """The last minute of the histograms above, for the status page."""
 
+        r.register(ProtocolRefusals())
         self.exposed = self.registry
         """What /metrics answers: this process's registry, or the whole group's."""
 
@@ -88,3 +94,18 @@ class GatewayMetrics:
     async def endpoint(self, request: Request) -> Response:
         """GET /metrics."""
         return Response(generate_latest(self.exposed), media_type=CONTENT_TYPE_LATEST)
+
+
+class ProtocolRefusals(Collector):
+    """`gateway_protocol_refusals_total{reason}`: what the HTTP server refused before the app
+    ran (gateway/server/refusals.py), read from the process's counter when scraped."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "gateway_protocol_refusals",
+            "Requests and connections the HTTP server refused before the app ran, by reason.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            family.add_metric([reason], REFUSALS[reason])
+        yield family

@@ -88,7 +88,7 @@ class Resilience:
                 call=live.call,
                 hosts=hosts,
                 bulkhead=heads,
-                budget=RetryBudget(heads),
+                budget=RetryBudget(name),
                 rng=random.Random(),
                 host=live.hosts[0][0] if len(live.hosts) == 1 else None,
             )

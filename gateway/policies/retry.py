@@ -2,12 +2,19 @@
 
 Only idempotent calls are wrapped (the caller decides, see `gateway.policies.wrap`). A retry
 needs three things: the error is listed in `on`, the backoff ends before the request's
-`deadline`, and the backend's `RetryBudget` has room. The budget is what stops a retry storm:
-retries under way stay under `budget` x the backend's other calls in flight (its normal
-traffic), with `min_retries` always allowed. A retry holds its slot from the start of its
-backoff to the end of its try, so retry requests are at most `budget` of the normal requests
-and a backend that fails everything sees at most ~(1 + budget)x its normal request rate
-(plus `min_retries` per backoff period when traffic is light), not `attempts` x.
+`deadline`, and the backend's `RetryBudget` has room.
+
+The budget is what stops a retry storm, and it counts events, not what is in flight at an
+instant: over the last `WINDOW_SECONDS`, retries to a backend stay within
+`max(min_retries, budget x calls)`, where calls are the calls made (their first tries). So a
+backend that fails everything sees at most (1 + budget) x the calls, plus `min_retries` per
+window when traffic is too light for the share to allow that many, however fast the
+failures come back and however busy the gateway is. The former budget compared retries *in
+flight* with normal calls *in flight*: when failures came back fast on a CPU-bound gateway
+few calls were in flight at any instant, the minimum ruled, and 200 requests to an
+always-503 backend sent it 1.95x (issue 11). This is Finagle's RetryBudget (deposits that
+expire after a TTL) with the minimum as a floor rather than an added rate: an added
+per-second rate would again make the ratio depend on the request rate.
 
 Written as a loop rather than with tenacity: the budget and deadline checks sit between tries
 and must be able to end the loop with the last error, which tenacity's hooks do not do cleanly.
@@ -17,43 +24,80 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.models import RetryOn, RetrySpec
 from gateway.errors import BadStatus, CallError, CallTimeout, UpstreamUnavailable
-from gateway.policies.bulkhead import Bulkhead
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
+
+WINDOW_SECONDS = 10.0
+"""How far back the budget counts calls and retries (Finagle's default TTL)."""
+_SLOTS = 10  # the window moves on in steps of WINDOW_SECONDS / _SLOTS
+_ROUNDING = 1e-9  # 0.3 x 10 is 3.0000000000000004 in floats; 0.29 x 100 is 28.999999999999996
 
 
 @dataclass(slots=True)
 class RetryBudget:
-    """Retries under way to one backend, capped by a share of its normal calls in flight."""
+    """Calls and retries to one backend over the last `WINDOW_SECONDS`, in a ring of slots."""
 
-    calls: Bulkhead  # counts the backend's tries in flight, capped or not
-    retrying: int = 0  # retries under way: backing off, or in their try
-    retry_tries: int = 0  # of those, in their try now (so also in `calls.in_flight`)
+    backend: str
+    clock: Callable[[], float] = time.monotonic
+    _calls: int = 0  # first tries in the window
+    _retries: int = 0  # retries in the window
+    _call_slots: list[int] = field(default_factory=lambda: [0] * _SLOTS)
+    _retry_slots: list[int] = field(default_factory=lambda: [0] * _SLOTS)
+    _slot: int = 0  # the number (time // slot length) of the current slot
+
+    def __post_init__(self) -> None:
+        self._slot = self._now()
 
     def __repr__(self) -> str:
         return (
-            f"<RetryBudget {self.calls.backend} "
-            f"[{self.retrying} retrying, {self.calls.in_flight} in flight]>"
+            f"<RetryBudget {self.backend} [{self.retries} retries, {self.calls} calls "
+            f"in {WINDOW_SECONDS:g}s]>"
         )
 
-    def try_acquire(self, share: float, minimum: int) -> bool:
-        """Take a retry slot if `retrying < max(minimum, share x normal calls in flight)`.
+    @property
+    def calls(self) -> int:
+        """Calls (first tries) in the window."""
+        self._advance()
+        return self._calls
 
-        Normal calls are the tries in flight that are not retries: counting the retries
-        too would let them grow into their own budget.
-        """
-        normal = self.calls.in_flight - self.retry_tries
-        if self.retrying >= max(minimum, int(share * normal)):
+    @property
+    def retries(self) -> int:
+        """Retries in the window."""
+        self._advance()
+        return self._retries
+
+    def called(self) -> None:
+        """Count a call (its first try): it adds `budget` of a retry to the allowance."""
+        self._advance()
+        self._call_slots[self._slot % _SLOTS] += 1
+        self._calls += 1
+
+    def try_acquire(self, share: float, minimum: int) -> bool:
+        """Count a retry if `retries < max(minimum, share x calls)` in the window."""
+        self._advance()
+        if self._retries + 1 > max(minimum, share * self._calls) + _ROUNDING:
             return False
-        self.retrying += 1
+        self._retry_slots[self._slot % _SLOTS] += 1
+        self._retries += 1
         return True
 
-    def release(self) -> None:
-        self.retrying -= 1
+    def _now(self) -> int:
+        return int(self.clock() * _SLOTS / WINDOW_SECONDS)
+
+    def _advance(self) -> None:
+        """Forget the slots that left the window since the last call."""
+        now = self._now()
+        for number in range(self._slot + 1, min(now, self._slot + _SLOTS) + 1):
+            index = number % _SLOTS
+            self._calls -= self._call_slots[index]
+            self._retries -= self._retry_slots[index]
+            self._call_slots[index] = self._retry_slots[index] = 0
+        self._slot = max(self._slot, now)
 
 
 def retryable(error: CallError, on: list[RetryOn]) -> bool:
@@ -88,6 +132,7 @@ def retry(
 
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
+            budget.called()
             try:
                 return await inner(request)
             except CallError as exc:
@@ -102,18 +147,12 @@ def retry(
                 if not budget.try_acquire(settings.budget, settings.min_retries):
                     on_budget_exhausted()
                     break
+                await asyncio.sleep(delay)
+                on_retry()
                 try:
-                    await asyncio.sleep(delay)
-                    on_retry()
-                    budget.retry_tries += 1
-                    try:
-                        return await inner(request)
-                    finally:
-                        budget.retry_tries -= 1
+                    return await inner(request)
                 except CallError as exc:
                     error = exc
-                finally:
-                    budget.release()
             raise error
 
         return call

@@ -25,7 +25,8 @@ from gateway.config.settings import Settings
 from gateway.observability.logging import logging_config
 from gateway.observability.multiprocess import group_metrics_directory
 from gateway.server.accept import BatchAcceptServer
-from gateway.server.protocol import CountingHttpToolsProtocol
+from gateway.server.limits import HttpLimits, LimitedConfig
+from gateway.server.protocol import GatewayHttpProtocol
 from gateway.server.workers import Workers, reuse_port_socket
 from gateway.web.app import create_app
 from gateway.web.health import Health
@@ -66,13 +67,14 @@ class DrainingServer(BatchAcceptServer):
 
 
 def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
-    """The uvicorn settings tuned for many concurrent connections."""
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+    """The uvicorn settings tuned for many concurrent connections, with the client limits."""
+    return LimitedConfig(
+        app,
+        http_limits=HttpLimits.from_settings(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=CountingHttpToolsProtocol,
+        http=GatewayHttpProtocol,
         lifespan="on",
         backlog=settings.backlog,
         timeout_keep_alive=int(settings.keep_alive_seconds),

@@ -192,7 +192,7 @@ def respond(
     if len(failed) == len(outcomes):
         decisive = failed
     if decisive:
-        passed = _passed_error(calls, decisive, failed, outcomes)
+        passed = _passed_error(calls, decisive, failed, outcomes, plan.error_details)
         if passed is not None:
             return passed
         errors = [e for o in decisive.values() for e in _errors_of(o)]
@@ -202,12 +202,15 @@ def respond(
             status,
             f"call(s) failed: {names}",
             headers=headers,
-            failed_calls={n: _describe_outcome(o) for n, o in {**failed, **partial}.items()},
+            failed_calls={
+                n: _describe_outcome(o, plan.error_details)
+                for n, o in {**failed, **partial}.items()
+            },
         )
     # the answer is made of the calls that ran for it (background calls run after it)
     body = assemble([c for c in plan.calls if c.name in outcomes], outcomes, plan.shaping)
     if plan.error_details and (failed or partial):
-        body["_errors"] = {n: _describe_outcome(o) for n, o in {**failed, **partial}.items()}
+        body["_errors"] = {n: _describe_outcome(o, True) for n, o in {**failed, **partial}.items()}
     return Response(
         orjson.dumps(body),
         media_type="application/json",
@@ -242,11 +245,11 @@ def _errors_of(outcome: Outcome) -> list[CallError | None]:
     return [outcome.error] if outcome.error else list(outcome.failed_elements.values())
 
 
-def _describe_outcome(outcome: Outcome) -> dict[str, Any]:
+def _describe_outcome(outcome: Outcome, details: bool) -> dict[str, Any]:
     """A failed call, or a for_each call with failed elements: the first element's error
     and the failed indexes (`elements`)."""
     if outcome.error is not None or not outcome.failed_elements:
-        return _describe(outcome.error)
+        return _describe(outcome.error, details)
     indexes = sorted(outcome.failed_elements)
     first = outcome.failed_elements[indexes[0]]
     return {
@@ -262,6 +265,7 @@ def _passed_error(
     decisive: Mapping[str, Outcome],
     failed: Mapping[str, Outcome],
     outcomes: Mapping[str, Outcome],
+    details: bool,
 ) -> Response | None:
     """The backend's own 4xx answer, when a decisive failure comes from a `pass_errors` call
     (itself, or a call it needed, through any chain of skips); the first such call in config
@@ -284,7 +288,7 @@ def _passed_error(
             status,
             f"call(s) failed: {cause}",
             headers=incomplete,
-            failed_calls={n: _describe(o.error) for n, o in failed.items()},
+            failed_calls={n: _describe(o.error, details) for n, o in failed.items()},
         )
     return None
 
@@ -332,8 +336,13 @@ def _timed_out(error: CallError | None, outcomes: Mapping[str, Outcome]) -> bool
     return False
 
 
-def _describe(error: CallError | None) -> dict[str, Any]:
-    return {"status": error.status if error else None, "error": str(error)}
+def _describe(error: CallError | None, details: bool) -> dict[str, Any]:
+    """A failed call as answers show it: the details (addresses, URLs, a library's wording)
+    only for `error_details: true` endpoints."""
+    described = {"status": error.status if error else None, "error": str(error)}
+    if details and error is not None and error.details is not None:
+        described["details"] = error.details
+    return described
 
 
 def _observe(

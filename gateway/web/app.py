@@ -29,6 +29,7 @@ from gateway.config.values import HTTP_METHODS
 from gateway.engine.plan import CallPlan, EndpointPlan, plan_endpoint
 from gateway.observability.access_log import open_access_log
 from gateway.observability.loop_lag import lag_histogram, monitoring_lag
+from gateway.observability.memory import trimming_memory
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.status import BackendView, StatusData, routes_of
 from gateway.observability.tracing import open_tracing
@@ -136,6 +137,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                     settings.loop_lag_warn_seconds,
                 )
             )
+            await stack.enter_async_context(trimming_memory(settings.memory_trim_seconds))
             health.state = "ready"
             yield
             health.state = "draining"
@@ -219,7 +221,13 @@ class _Wiring:
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
             handler = proxy_handler(
-                endpoint.path, proxy, upstream, timeout, max_body, self.forwarding
+                endpoint.path,
+                proxy,
+                upstream,
+                timeout,
+                max_body,
+                self.forwarding,
+                error_details=endpoint.error_details,
             )
             return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
         assert plan is not None, "every aggregation endpoint is planned"

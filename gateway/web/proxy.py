@@ -1,4 +1,6 @@
-"""Passthrough routes: method, body, status and headers streamed both ways, nothing buffered.
+"""Passthrough routes: method, body, status and headers passed both ways, bodies streamed
+(a small request body arrives whole, gateway/web/upload.py); never decompressed, and the
+client's Accept-Encoding exactly as it sent it (none when it sent none).
 
 Path values are taken from the *raw* request path, segment by segment: each segment is
 decoded, refused if it is `.` or `..` (after decoding, so `%2e%2e` counts), and re-encoded as
@@ -9,13 +11,14 @@ path. Hop-by-hop headers (and those named in `Connection`) are dropped in both d
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from urllib.parse import quote, unquote
 
 import aiohttp
 from multidict import CIMultiDict
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -27,14 +30,17 @@ from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import parse_template, render_text
 from gateway.errors import BodyTooLarge
 from gateway.observability.tracing import traceparent
-from gateway.web.body import has_body, limited_stream
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
+from gateway.web.upload import upstream_body
+
+log = logging.getLogger("gateway.proxy")
 
 # uvicorn writes its own Date and Server headers; upstream copies would be duplicates
 _REPLACED_BY_SERVER = frozenset({"date", "server"})
 CHUNK = 64 * 1024
+_NOT_ADDED = ("Accept", "Accept-Encoding")
 
 
 def raw_path_pattern(route_path: str) -> re.Pattern[str]:
@@ -75,19 +81,39 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
 class UpstreamStreamingResponse(StreamingResponse):
     """Streams an upstream body; the upstream connection and slot are released exactly once,
     however the response ends (completed, failed, or cancelled before it even started: an
-    async generator that never ran would never reach its `finally`)."""
+    async generator that never ran would never reach its `finally`).
+
+    An upstream that breaks off, or passes the exchange's deadline, mid-body cuts the answer:
+    the client sees an incomplete response (uvicorn closes the connection), not a 500."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], status_code: int, release: Callable[[], None]
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int,
+        release: Callable[[], None],
+        backend: str,
     ) -> None:
         super().__init__(content, status_code=status_code)
         self._release = release
+        self._backend = backend
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("passthrough to %s cut mid-body: %s", self._backend, type(exc).__name__)
         finally:
             self._release()
+
+
+async def _before(deadline: float, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks`, each waited for no later than `deadline` (loop time): TimeoutError then."""
+    while True:
+        async with asyncio.timeout_at(deadline):
+            chunk = await anext(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def proxy_handler(
@@ -97,14 +123,27 @@ def proxy_handler(
     default_timeout: float,
     max_body: int,
     forwarding: Forwarding,
+    error_details: bool = False,
 ) -> Handler:
-    """The request handler of one passthrough endpoint, built once at start-up."""
+    """The request handler of one passthrough endpoint, built once at start-up.
+
+    The route's `timeout` (else the backend's) bounds the whole exchange: the wait for an
+    upstream slot, the upload, the upstream's head and its whole body. Past it the answer is
+    504, or, once the body has started, the answer is cut off.
+    """
     pattern = raw_path_pattern(route_path)
     template = parse_template(proxy.path)
     seconds = proxy.timeout or default_timeout
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+    backend = proxy.backend
+
+    def failed(status: int, detail: str, exc: BaseException) -> Response:
+        # the exception names the upstream's address: for error_details endpoints only
+        if error_details:
+            return problem(status, detail, details=str(exc))
+        return problem(status, detail)
 
     async def handle(request: Request, context: RequestContext) -> Response:
+        deadline = asyncio.get_running_loop().time() + seconds
         match = pattern.match(
             request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         )
@@ -127,38 +166,61 @@ def proxy_handler(
             headers["traceparent"] = parent
         peer = request.client.host if request.client else None
         headers.extend(forwarding.upstream_headers(peer, request.url.scheme, context.headers))
-        body = limited_stream(request, max_body) if has_body(request) else None
+        try:
+            # a small body is here whole already; before any upstream slot is taken
+            body = await upstream_body(request, max_body)
+        except BodyTooLarge as exc:
+            return problem(413, str(exc))
+        except ClientDisconnect:
+            return problem(400, "the client went away while sending its body")
+        if isinstance(body, bytes):
+            # the client's `Expect: 100-continue` was answered by the server, and the body is
+            # here: asking the upstream would only wait for its 100 (which some never send)
+            headers.popall("Expect", None)
 
         try:
-            # the wait for a free upstream slot is bounded like the connect itself
-            async with asyncio.timeout(seconds):
+            # the wait for a free upstream slot is part of the exchange's time
+            async with asyncio.timeout_at(deadline):
                 await upstream.slots.acquire()
         except TimeoutError:
-            return problem(503, f"{proxy.backend} is at capacity", headers={"Retry-After": "1"})
+            return problem(503, f"{backend} is at capacity", headers={"Retry-After": "1"})
         handed_to_stream = False
         try:
-            upstream_response = await upstream.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeout,
-                auto_decompress=False,
-            )
+            async with asyncio.timeout_at(deadline):
+                upstream_response = await upstream.session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    # what the client sent, exactly: no Accept or Accept-Encoding of our own
+                    skip_auto_headers=_NOT_ADDED,
+                )
             handed_to_stream = True
         except BodyTooLarge as exc:
             return problem(413, str(exc))
+        except ClientDisconnect:
+            return problem(400, "the client went away while sending its body")
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            return problem(504, f"{proxy.backend} did not answer in time")
+            return problem(504, f"{backend} did not answer within {seconds:g}s")
         except aiohttp.ClientError as exc:
             if isinstance(exc.__cause__, BodyTooLarge):
                 return problem(413, str(exc.__cause__))
-            return problem(502, f"cannot reach {proxy.backend}: {exc}")
+            if isinstance(exc.__cause__, ClientDisconnect):
+                return problem(400, "the client went away while sending its body")
+            return failed(502, f"cannot reach {backend}", exc)
         finally:
             if not handed_to_stream:
                 upstream.slots.release()
 
+        if upstream_response.status < 200:
+            # 101 (aiohttp reads past other 1xx itself): nothing here asked to switch
+            # protocols (Upgrade is never forwarded), and what follows is not HTTP
+            upstream_response.close()
+            upstream.slots.release()
+            status = upstream_response.status
+            return problem(502, f"{backend} answered {status} without being asked to")
         raw_headers = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in strip_hop_by_hop(upstream_response.headers.items())
@@ -168,38 +230,28 @@ def proxy_handler(
         if length is not None and length <= CHUNK:
             # A small body of known size is read whole: one send instead of a streaming
             # response's disconnect-watching task group, which cost ~10% of a passthrough
-            return await _small_response(upstream_response, raw_headers, upstream.slots, proxy)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    content = await upstream_response.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                return problem(504, f"{backend} did not answer within {seconds:g}s")
+            except aiohttp.ClientError as exc:
+                return failed(502, f"{backend} broke off its answer", exc)
+            finally:
+                upstream_response.release()
+                upstream.slots.release()
+            response = Response(content, status_code=upstream_response.status)
+            # the upstream's headers as they are: Content-Length among them, already right
+            response.raw_headers = raw_headers
+            return response
 
         def release() -> None:
             upstream_response.release()
             upstream.slots.release()
 
-        response: Response = UpstreamStreamingResponse(
-            upstream_response.content.iter_chunked(CHUNK), upstream_response.status, release
-        )
+        chunks = _before(deadline, upstream_response.content.iter_chunked(CHUNK))
+        response = UpstreamStreamingResponse(chunks, upstream_response.status, release, backend)
         response.raw_headers = raw_headers
         return response
 
     return handle
-
-
-async def _small_response(
-    upstream_response: aiohttp.ClientResponse,
-    raw_headers: list[tuple[bytes, bytes]],
-    slots: asyncio.Semaphore,
-    proxy: ProxySpec,
-) -> Response:
-    """The whole upstream body as one response; the connection and slot released after."""
-    try:
-        body = await upstream_response.read()
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        return problem(504, f"{proxy.backend} did not answer in time")
-    except aiohttp.ClientError as exc:
-        return problem(502, f"{proxy.backend} broke off its answer: {exc}")
-    finally:
-        upstream_response.release()
-        slots.release()
-    response = Response(body, status_code=upstream_response.status)
-    # the upstream's headers as they are: Content-Length among them, already right
-    response.raw_headers = raw_headers
-    return response
