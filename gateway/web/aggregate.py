@@ -356,7 +356,7 @@ def _observe(
         else:
             kind = type(outcome.error).__name__
             failed.append(name)
-        metrics.call_latency.labels(endpoint, name, kind).observe(outcome.elapsed)
+        metrics.called(endpoint, name, kind, outcome.elapsed)
     return tuple(failed)
 
 
