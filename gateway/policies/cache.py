@@ -87,6 +87,14 @@ class Caches:
             if not largest.evict_oldest():
                 return
 
+    def forget(self, backends: set[str]) -> None:
+        """Drop the caches of these backends (a reload changed or removed them): what they
+        kept came from a backend that is no longer the configured one."""
+        for name in list(self.caches):
+            if name.split(" ", 1)[0] in backends:
+                cache = self.caches.pop(name)
+                self.total -= cache.counters.bytes
+
     async def aclose(self) -> None:
         """Cancel background refreshes (on shutdown): their callers are long gone."""
         for task in list(self.refreshes):

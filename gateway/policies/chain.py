@@ -66,13 +66,21 @@ class Resilience:
     """The policies of one app's live backends; `wrap` each call once, at start-up."""
 
     def __init__(
-        self, backends: Mapping[str, LiveCalls], metrics: PolicyMetrics, caches: Caches
+        self,
+        backends: Mapping[str, LiveCalls],
+        metrics: PolicyMetrics,
+        caches: Caches,
+        inherited: Mapping[str, BackendPolicies] | None = None,
     ) -> None:
-        """Build every backend's shared state (breakers start closed, counters at zero)."""
+        """Build every backend's shared state (breakers start closed, counters at zero);
+        a backend in `inherited` (a reload, the backend unchanged) keeps its own."""
         self.metrics = metrics
         self.caches = caches
         self.backends: dict[str, BackendPolicies] = {}
         for name, live in backends.items():
+            if inherited is not None and name in inherited:
+                self.backends[name] = inherited[name]
+                continue
             policy = live.resilience
             heads = Bulkhead(name, policy.concurrency)
             hosts: tuple[tuple[Breaker, Call], ...] = ()
