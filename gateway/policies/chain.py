@@ -23,6 +23,7 @@ from gateway.policies.hedge import hedge
 from gateway.policies.metrics import BREAKER_STATES, PolicyMetrics
 from gateway.policies.resolve import CallPolicies
 from gateway.policies.retry import RetryBudget, retry
+from gateway.policies.shared_cache import shared_cached
 from gateway.policies.timeout import timeout
 from gateway.policies.tracing import CallTrace, call_scope, refusal_event, traced_try
 from gateway.types import Call, Policy
@@ -146,7 +147,11 @@ class Resilience:
         if trace is not None:
             call = call_scope()(call)
         if policies.cache is not None:
-            call = cached(policies.cache, self.caches)(call)
+            redis = self.caches.redis
+            if policies.cache.store == "redis" and redis is not None:
+                call = shared_cached(policies.cache, self.caches, redis)(call)
+            else:
+                call = cached(policies.cache, self.caches)(call)
         return call
 
     def breakers(self, backend: str) -> tuple[Breaker, ...]:
