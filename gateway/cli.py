@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="bind address (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="bind port (default 8080)")
     run.add_argument("--workers", type=int, help="worker processes (default 1)")
+    run.add_argument(
+        "--watch", action="store_true", help="reload when the routes file changes (development)"
+    )
     run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an inherited listening socket
     run.set_defaults(command=_run)
 
@@ -109,6 +112,8 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.server.serve import serve
 
     overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
+    if args.watch:
+        overrides["watch"] = True
     spec = load_spec(args.config)  # before uvicorn: a bad file is one line, not a traceback
     os.environ["GATEWAY_CONFIG"] = str(Path(args.config).resolve())  # for worker processes
     settings = Settings(**overrides, config=os.environ["GATEWAY_CONFIG"])

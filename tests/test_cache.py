@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -316,3 +317,45 @@ def test_cache_settings_on_a_backend_a_call_and_an_endpoint_load() -> None:
         "calls: [{backend: c, cache: {ttl: 1s, shared: true}}]}]\n",
         "t.yaml",
     )
+
+
+SHARED = """
+version: 1
+backends:
+  up: {{kind: http, url: "{up}", cache: {{ttl: 30s, store: redis}}}}
+cluster: {{redis: "{redis}"}}
+endpoints:
+  - path: /shared/{{key}}
+    calls: [{{backend: up, path: "/shared/{{key}}"}}]
+"""
+
+
+def test_a_redis_cache_is_shared_by_every_gateway(
+    upstream: Upstream, redis_url: str, gateway_factory: Callable[[str], Running]
+) -> None:
+    first = gateway_factory(SHARED.format(up=upstream.url, redis=redis_url))
+    second = gateway_factory(SHARED.format(up=upstream.url, redis=redis_url))
+    with httpx.Client(timeout=10) as http:
+        a = http.get(f"{first.url}/shared/k1").json()
+        b = http.get(f"{second.url}/shared/k1").json()
+        c = http.get(f"{first.url}/shared/k1").json()
+    with httpx.Client(base_url=second.url, timeout=10) as other:
+        hits = metric(other, "gateway_cache_hits_total", "up")
+    assert a == b == c == {"n": 1, "path": "/shared/k1", "user": None}
+    assert upstream.seen["/shared/k1"] == 1  # fetched once, for both processes
+    assert hits == 1
+
+
+def test_a_redis_cache_that_is_down_sends_calls_upstream(
+    upstream: Upstream, gateway_factory: Callable[[str], Running]
+) -> None:
+    with socket.socket() as probe:  # nothing listens there: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    gateway = gateway_factory(SHARED.format(up=upstream.url, redis=dead))
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        statuses = [http.get("/shared/k2").status_code for _ in range(3)]
+        errors = metric(http, "gateway_cache_errors_total", "up")
+    assert statuses == [200, 200, 200]
+    assert upstream.seen["/shared/k2"] == 3
+    assert errors >= 3

@@ -44,6 +44,7 @@ import pytest
 
 from services.inventory.client import InventoryClient
 from tests.loadbalancer import Backend, LoadBalancer
+from tests.logwatch import LogWatch
 from tests.processes import Running, start, start_gateway
 
 DRAIN_SECONDS = 1.5
@@ -209,42 +210,6 @@ class AdvisoryLock:
 
     def release(self) -> None:
         self._run(lambda: self._conn.execute("SELECT pg_advisory_unlock($1)", self.key))
-
-
-class LogWatch:
-    """Reads a process's stderr as it comes (so the pipe never fills) and waits for lines."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stderr is not None
-        self.stream = process.stderr
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        for raw in self.stream:
-            line = raw.decode("utf-8", "replace").rstrip()
-            sys.stderr.write(f"[leaving] {line}\n")  # shown by pytest when the test fails
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float) -> int:
-        """The index of the first line containing `text`; fails after `timeout` seconds."""
-        with self.changed:
-            found = self.changed.wait_for(lambda: self._index(text) is not None, timeout)
-            assert found, f"{text!r} never logged; the log so far:\n" + "\n".join(self.lines)
-            index = self._index(text)
-            assert index is not None
-            return index
-
-    def _index(self, text: str) -> int | None:
-        return next((i for i, line in enumerate(self.lines) if text in line), None)
-
-    def close(self) -> None:
-        self.thread.join(timeout=10)  # EOF once the process and its children have exited
-        self.stream.close()
 
 
 # --- fixtures -------------------------------------------------------------------------------

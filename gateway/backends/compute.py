@@ -155,15 +155,20 @@ class ComputeKind:
     async def open(
         self, specs: Mapping[str, ComputeBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
-        """One process pool for every compute backend (processes are per machine), sized
-        by the settings, its workers started and the functions imported now."""
-        settings = context.settings
-        processes = ProcessPool(
-            settings.compute_workers, settings.compute_queue, settings.retry_after_seconds
-        )
-        context.stack.push_async_callback(processes.aclose)
+        """One process pool for every compute backend of the app (processes are per
+        machine), sized by the settings, opened with the first and closed with the app; the
+        functions of these backends are imported in its workers now."""
+        processes = context.shared.get("compute-pool")
+        if not isinstance(processes, ProcessPool):
+            settings = context.settings
+            processes = ProcessPool(
+                settings.compute_workers, settings.compute_queue, settings.retry_after_seconds
+            )
+            context.shared["compute-pool"] = processes
+            context.lifetime.push_async_callback(processes.aclose)
+            lifetime = OpenContext(context.lifetime, settings, context.registry, context.shared)
+            export_pool(lifetime, "compute", processes.stats)
         await processes.warm(tuple(sorted({b.import_path for b in specs.values()})))
-        export_pool(context, "compute", processes.stats)
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():
             call = compute_call(spec.import_path, processes)

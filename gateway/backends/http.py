@@ -98,11 +98,13 @@ class GatewayRequest(aiohttp.ClientRequest):
         self._skip_auto_headers = _NO_CONTENT_TYPE
 
 
-def open_session(total_connections: int) -> aiohttp.ClientSession:
+def open_session() -> aiohttp.ClientSession:
     """The process's one client session; close it on shutdown."""
     connector = aiohttp.TCPConnector(
-        limit=total_connections,
-        limit_per_host=0,  # per-backend caps are the upstreams' semaphores
+        # no cap of its own: each backend's semaphore (`max_connections`) caps its calls and
+        # so its sockets, and backends come and go with reloads
+        limit=0,
+        limit_per_host=0,
         ttl_dns_cache=60,
         enable_cleanup_closed=True,
     )
@@ -122,13 +124,13 @@ SESSION = "http.session"
 """The key of the app's one client session in `OpenContext.shared`."""
 
 
-def client_session(context: OpenContext, connections: int = 100) -> aiohttp.ClientSession:
+def client_session(context: OpenContext) -> aiohttp.ClientSession:
     """The app's one client session, opened by the first that needs it (the http backends,
     or JWKS fetching when there are none) and closed with the app."""
     session = context.shared.get(SESSION)
     if not isinstance(session, aiohttp.ClientSession):
-        session = open_session(connections)
-        context.stack.push_async_callback(close_session, session)
+        session = open_session()
+        context.lifetime.push_async_callback(close_session, session)
         context.shared[SESSION] = session
     return session
 
@@ -356,7 +358,7 @@ class HttpKind:
     async def open(
         self, specs: Mapping[str, HttpBackend], context: OpenContext
     ) -> dict[str, LiveBackend]:
-        session = client_session(context, sum(b.max_connections for b in specs.values()))
+        session = client_session(context)
         traced = tracing_enabled(context.settings)
         live: dict[str, LiveBackend] = {}
         for name, spec in specs.items():

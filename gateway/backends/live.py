@@ -64,10 +64,19 @@ class LiveBackend:
 
 @dataclass(frozen=True, slots=True)
 class OpenContext:
-    """What a kind may use while opening: the app's exit stack, settings and metrics."""
+    """What a kind may use while opening a backend: the backend's own exit stack (closed
+    when the backend is, at shutdown or when a reload removes it), the app's (closed at
+    shutdown: for what every backend of a kind shares), settings and metrics."""
 
     stack: AsyncExitStack
     settings: Settings
     registry: CollectorRegistry
     shared: dict[str, object] = field(default_factory=dict)
     """What kinds share within one app, by key (one collector of every executor pool)."""
+    app_stack: AsyncExitStack | None = None
+    """The app's own stack; None: the same as `stack` (one-off tools open everything once)."""
+
+    @property
+    def lifetime(self) -> AsyncExitStack:
+        """The stack of what outlives any one backend: the app's."""
+        return self.app_stack if self.app_stack is not None else self.stack

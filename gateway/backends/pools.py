@@ -131,9 +131,11 @@ class ExecutorPoolCollector(Collector):
 
 
 def export_pool(context: OpenContext, key: str, stats: PoolStats) -> None:
-    """Add a pool to the app's one `ExecutorPoolCollector` (registered with the first pool)."""
+    """Add a pool to the app's one `ExecutorPoolCollector` (registered with the first pool)
+    until the backend's stack closes."""
     collector = context.shared.get("executor-pools")
     if not isinstance(collector, ExecutorPoolCollector):
         collector = context.shared["executor-pools"] = ExecutorPoolCollector()
         context.registry.register(collector)
     collector.pools[key] = stats
+    context.stack.callback(collector.pools.pop, key, None)

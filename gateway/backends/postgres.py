@@ -332,10 +332,11 @@ def postgres_stream(backend: PostgresPool) -> Stream:
 
 
 class DatabasePoolCollector(Collector):
-    """Size, use and wait time of every postgres pool of one app, labelled by backend."""
+    """Size, use and wait time of every postgres pool of one app, labelled by backend; one
+    per app (`pool_collector`), its pools added as backends open and removed as they close."""
 
-    def __init__(self, pools: Mapping[str, PostgresPool]) -> None:
-        self.pools = pools
+    def __init__(self) -> None:
+        self.pools: dict[str, PostgresPool] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
         labels = ["backend"]
@@ -354,7 +355,7 @@ class DatabasePoolCollector(Collector):
         wait = SummaryMetricFamily(
             "gateway_db_pool_wait_seconds", "Time calls waited for a connection.", labels=labels
         )
-        for name, backend in self.pools.items():
+        for name, backend in list(self.pools.items()):
             pool = backend.pool
             size.add_metric([name], pool.get_size())
             in_use.add_metric([name], pool.get_size() - pool.get_idle_size())
@@ -362,6 +363,15 @@ class DatabasePoolCollector(Collector):
             waiting.add_metric([name], backend.waiting)
             wait.add_metric([name], backend.waits, backend.wait_seconds)
         yield from (size, in_use, limit, waiting, wait)
+
+
+def pool_collector(context: OpenContext) -> DatabasePoolCollector:
+    """The app's one collector of database pools, registered with the first pool."""
+    found = context.shared.get("database-pools")
+    if not isinstance(found, DatabasePoolCollector):
+        found = context.shared["database-pools"] = DatabasePoolCollector()
+        context.registry.register(found)
+    return found
 
 
 READINESS_PROBE_SECONDS = 1.0
@@ -427,10 +437,12 @@ class PostgresKind:
     ) -> dict[str, LiveBackend]:
         """A pool per backend; the stack closes them."""
         pools: dict[str, PostgresPool] = {}
+        collector = pool_collector(context)
         for name, spec in specs.items():
             pools[name] = await open_pool(name, spec, spec.dsn)
             context.stack.push_async_callback(close_pool, pools[name])
-        context.registry.register(DatabasePoolCollector(pools))
+            collector.pools[name] = pools[name]
+            context.stack.callback(collector.pools.pop, name, None)
         comment = context.settings.sql_commenter and tracing_enabled(context.settings)
         live: dict[str, LiveBackend] = {}
         for name, pool in pools.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
@@ -119,13 +120,24 @@ def traits_of(spec: BackendSpec, call: CallSpec) -> CallTraits:
     return kind_of(spec).traits(spec, call)
 
 
+async def open_backend(name: str, spec: BackendSpec, context: OpenContext) -> LiveBackend:
+    """Open one backend; `context.stack` is its own (closing it closes the backend)."""
+    return (await kind_of(spec).open({name: spec}, context))[name]
+
+
+def opening_order(specs: Mapping[str, BackendSpec]) -> list[str]:
+    """Backend names kind by kind in registry order (they close in reverse: databases last)."""
+    order = [kind.spec for kind in kinds()]
+    return sorted(specs, key=lambda name: order.index(type(specs[name])))
+
+
 async def open_backends(
     specs: Mapping[str, BackendSpec], context: OpenContext
 ) -> dict[str, LiveBackend]:
-    """Open every backend, kind by kind in registry order; `context.stack` closes them."""
+    """Open every backend, each on a stack of its own inside `context.stack`."""
     live: dict[str, LiveBackend] = {}
-    for kind in kinds():
-        mine = {name: spec for name, spec in specs.items() if type(spec) is kind.spec}
-        if mine:
-            live.update(await kind.open(mine, context))
+    for name in opening_order(specs):
+        own = await context.stack.enter_async_context(AsyncExitStack())
+        one = OpenContext(own, context.settings, context.registry, context.shared, context.stack)
+        live[name] = await open_backend(name, specs[name], one)
     return {name: live[name] for name in specs}

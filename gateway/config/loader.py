@@ -102,6 +102,8 @@ class Loaded:
     spec: GatewaySpec
     data: dict[str, Any]
     secrets: frozenset[str]
+    files: tuple[str, ...] = ()
+    """The files it was read from: the main one, then every included one (what to watch)."""
 
 
 def load_spec(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewaySpec:
@@ -152,7 +154,8 @@ def _load(text: str, name: str, base: Path, environ: Mapping[str, str] | None) -
     found += check_references(spec)
     if found:
         raise ConfigError([origins.line(where, why) for where, why in found])
-    return Loaded(spec, data, frozenset(secrets))
+    files = (name, *(document.name for document in included))
+    return Loaded(spec, data, frozenset(secrets), files)
 
 
 def _base_of(origins: Origins, base: Path) -> Callable[[int], Path]:

@@ -86,6 +86,11 @@ class CacheSpec(Model):
         description="One entry for every client. Default: one per authenticated identity, so "
         "a user's answer never reaches another user.",
     )
+    store: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory: this process's; redis: the cluster's Redis (`cluster.redis`), "
+        "shared by every process and replica (values compressed, TTL in Redis).",
+    )
 
 
 class ResilienceSpec(Model):

@@ -236,3 +236,8 @@ class Settings(BaseSettings):
         description="Where the workers of `--workers N` keep their metrics (set by "
         "`gateway run` to a fresh directory per run).",
     )
+    watch: bool = Field(
+        default=False,
+        description="Reload when the routes file (or a file it includes) changes (`--watch`; "
+        "for development: production reloads on SIGHUP).",
+    )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.asyncio import Redis
 
 from gateway.errors import CallError
 from gateway.policies.coalesce import coalesce_key
@@ -58,6 +59,8 @@ class CacheCounters:
     evictions: int = 0
     bytes: int = 0
     entries: int = 0
+    errors: int = 0
+    """Reads and writes of a shared (Redis) cache that failed: the calls went upstream."""
 
 
 class Caches:
@@ -69,6 +72,8 @@ class Caches:
         self.caches: dict[str, CallCache] = {}
         self.total = 0
         self.refreshes: set[asyncio.Task[None]] = set()
+        self.redis: Redis | None = None
+        """The cluster's Redis, for caches with `store: redis` (None: every cache is local)."""
 
     def __repr__(self) -> str:
         return f"<Caches [{len(self.caches)} caches, {self.total}/{self.max_bytes} bytes]>"
@@ -86,6 +91,14 @@ class Caches:
             largest = max(self.caches.values(), key=lambda c: c.counters.bytes)
             if not largest.evict_oldest():
                 return
+
+    def forget(self, backends: set[str]) -> None:
+        """Drop the caches of these backends (a reload changed or removed them): what they
+        kept came from a backend that is no longer the configured one."""
+        for name in list(self.caches):
+            if name.split(" ", 1)[0] in backends:
+                cache = self.caches.pop(name)
+                self.total -= cache.counters.bytes
 
     async def aclose(self) -> None:
         """Cancel background refreshes (on shutdown): their callers are long gone."""
@@ -150,6 +163,8 @@ class CachePolicy:
     stale: float
     max_entries: int
     shared: bool = False
+    store: str = "memory"
+    """`memory` (this process) or `redis` (every process, gateway/policies/shared_cache.py)."""
 
 
 def cache_key(request: BackendRequest, shared: bool) -> Hashable | None:
@@ -259,7 +274,14 @@ class CacheCollector(Collector):
             "bytes": GaugeMetricFamily(
                 "gateway_cache_bytes", "Bytes of answers kept.", labels=labels
             ),
-            "entries": GaugeMetricFamily("gateway_cache_entries", "Answers kept.", labels=labels),
+            "entries": GaugeMetricFamily(
+                "gateway_cache_entries", "Answers kept (in this process).", labels=labels
+            ),
+            "errors": CounterMetricFamily(
+                "gateway_cache_errors",
+                "Reads and writes of a Redis cache that failed (the calls went upstream).",
+                labels=labels,
+            ),
         }
         for name, cache in list(self.caches.caches.items()):
             for field_name, family in families.items():

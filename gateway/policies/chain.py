@@ -23,6 +23,7 @@ from gateway.policies.hedge import hedge
 from gateway.policies.metrics import BREAKER_STATES, PolicyMetrics
 from gateway.policies.resolve import CallPolicies
 from gateway.policies.retry import RetryBudget, retry
+from gateway.policies.shared_cache import shared_cached
 from gateway.policies.timeout import timeout
 from gateway.policies.tracing import CallTrace, call_scope, refusal_event, traced_try
 from gateway.types import Call, Policy
@@ -66,13 +67,21 @@ class Resilience:
     """The policies of one app's live backends; `wrap` each call once, at start-up."""
 
     def __init__(
-        self, backends: Mapping[str, LiveCalls], metrics: PolicyMetrics, caches: Caches
+        self,
+        backends: Mapping[str, LiveCalls],
+        metrics: PolicyMetrics,
+        caches: Caches,
+        inherited: Mapping[str, BackendPolicies] | None = None,
     ) -> None:
-        """Build every backend's shared state (breakers start closed, counters at zero)."""
+        """Build every backend's shared state (breakers start closed, counters at zero);
+        a backend in `inherited` (a reload, the backend unchanged) keeps its own."""
         self.metrics = metrics
         self.caches = caches
         self.backends: dict[str, BackendPolicies] = {}
         for name, live in backends.items():
+            if inherited is not None and name in inherited:
+                self.backends[name] = inherited[name]
+                continue
             policy = live.resilience
             heads = Bulkhead(name, policy.concurrency)
             hosts: tuple[tuple[Breaker, Call], ...] = ()
@@ -138,7 +147,11 @@ class Resilience:
         if trace is not None:
             call = call_scope()(call)
         if policies.cache is not None:
-            call = cached(policies.cache, self.caches)(call)
+            redis = self.caches.redis
+            if policies.cache.store == "redis" and redis is not None:
+                call = shared_cached(policies.cache, self.caches, redis)(call)
+            else:
+                call = cached(policies.cache, self.caches)(call)
         return call
 
     def breakers(self, backend: str) -> tuple[Breaker, ...]:

@@ -44,7 +44,12 @@ def resolve_policies(
         # a call's own cache is its own; the backend's is shared by the backend's calls
         name = f"{call.backend} {place}.{call.name}".strip() if call.cache else call.backend
         cache = CachePolicy(
-            name, cache_spec.ttl, cache_spec.stale, cache_spec.max_entries, cache_spec.shared
+            name,
+            cache_spec.ttl,
+            cache_spec.stale,
+            cache_spec.max_entries,
+            cache_spec.shared,
+            cache_spec.store,
         )
     return CallPolicies(
         timeout=call.timeout if call.timeout is not None else timeout,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
+import signal
 import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -38,15 +40,26 @@ log = logging.getLogger("gateway.serve")
 class DrainingServer(BatchAcceptServer):
     """uvicorn's Server with a drain period between the signal and the shutdown."""
 
-    def __init__(self, config: uvicorn.Config, health: Health, drain_seconds: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        health: Health,
+        drain_seconds: float,
+        reload: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.health = health
         self.drain_seconds = drain_seconds
+        self.reload = reload
         self._drain_started = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.reload is not None:
+            # SIGHUP reloads the routes file (gateway/web/runtime.py); its default would end
+            # the process
+            self._loop.add_signal_handler(signal.SIGHUP, self.reload)
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -109,6 +122,7 @@ def serve(spec: GatewaySpec, settings: Settings, fd: int | None = None) -> int:
             "port": settings.port,
             "workers": 1,
             "config": settings.config,
+            "watch": settings.watch,
         }
         # the supervisor logs like a worker does (its own steps: start, stop, replace)
         logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
@@ -133,5 +147,10 @@ def serve_one(spec: GatewaySpec, settings: Settings, sock: socket.socket | None)
     """One process's server: the app, batched accepts, the drain on SIGTERM."""
     pace_collector()
     app = create_app(spec, settings)
-    server = DrainingServer(uvicorn_config(app, settings), app.state.health, settings.drain_seconds)
+    server = DrainingServer(
+        uvicorn_config(app, settings),
+        app.state.health,
+        settings.drain_seconds,
+        reload=lambda: app.state.reload(),  # the lifespan sets it once serving
+    )
     server.run(sockets=[sock] if sock is not None else None)

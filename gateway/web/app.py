@@ -1,14 +1,17 @@
-"""`create_app(spec, settings)`: the Starlette app, whose lifespan opens every backend and
-builds every route once.
+"""`create_app(spec, settings)`: the Starlette app, whose lifespan opens the backends and
+builds the routes, and replaces them on a reload (gateway/web/runtime.py).
 
-Endpoints are planned here, before serving (pure: templates parsed, defaults resolved); the
-lifespan then opens the backends, wraps every call in its policies and builds each route
-with its steps and its fully wired handler. Nothing is filled in later, on a request.
+What lives as long as the process is built here, once: metrics, health, the caches, the
+background calls, tracing, the access log, the status page. Each generation of the config
+(the first at start-up, the next on SIGHUP or a file change) gets its backends, policies,
+guards and routes from the runtime; each route is built fully wired, with its steps and its
+handler: nothing is filled in later, on a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,8 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from gateway.backends.live import LiveBackend, OpenContext
-from gateway.backends.registry import open_backends, traits_of
+from gateway.backends.live import LiveBackend
+from gateway.backends.registry import traits_of
 from gateway.config.document import GatewaySpec
 from gateway.config.models import EndpointSpec
 from gateway.config.settings import Settings
@@ -44,15 +47,21 @@ from gateway.web.body import body_limit
 from gateway.web.docs_page import docs_routes
 from gateway.web.edge import EdgeMiddleware
 from gateway.web.forwarding import Forwarding, parse_trusted
-from gateway.web.guards import Guards, open_guards
+from gateway.web.guard_metrics import GuardMetrics
+from gateway.web.guards import Guards
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.observe import ObserveMiddleware
 from gateway.web.problems import http_exception_handler
 from gateway.web.proxy import proxy_handler
+from gateway.web.ratelimit.shared import redis_client
+from gateway.web.reload import watching
 from gateway.web.request_body import body_step
+from gateway.web.runtime import Generation, Runtime
 from gateway.web.status_page import StatusPage
 from gateway.web.steps import Handler, Step, endpoint_route
+
+log = logging.getLogger("gateway.app")
 
 
 def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette:
@@ -71,11 +80,6 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
         else None
     )
     status = StatusPage()
-    plans = {
-        index: plan_endpoint(endpoint, spec.backends, traits_of)
-        for index, endpoint in enumerate(spec.endpoints)
-        if endpoint.proxy is None
-    }
     # with an admin port these answer there only (gateway/server/admin.py), else here
     admin_routes: list[BaseRoute] = [
         Route("/livez", health.livez, methods=["GET"]),
@@ -101,34 +105,64 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 await stack.enter_async_context(
                     serving_admin(admin, settings.host, settings.admin_port)
                 )
-            context = OpenContext(stack, settings, metrics.registry)
-            live = await open_backends(spec.backends, context)
-            for name, backend in live.items():
-                if backend.readiness is not None:
-                    health.checks[f"{backend.kind}:{name}"] = backend.readiness
             caches = Caches(settings.cache_max_bytes)
             stack.push_async_callback(caches.aclose)
             metrics.registry.register(CacheCollector(caches))
-            resilience = Resilience(live, PolicyMetrics(metrics.registry), caches)
+            if spec.cluster.redis is not None:
+                # for caches with `store: redis`; it connects when first used
+                caches.redis = redis_client(
+                    spec.cluster.redis,
+                    settings.redis_timeout_seconds,
+                    settings.redis_max_connections,
+                )
+                stack.push_async_callback(caches.redis.aclose)
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
-            guards = await open_guards(spec, settings, context, live, health)
-            wiring = _Wiring(
-                spec,
-                live,
-                resilience,
-                metrics,
-                settings,
-                forwarding,
-                guards,
-                background,
-                tracing.tracer if tracing else None,
+            tracer = tracing.tracer if tracing else None
+
+            def build_routes(generation: Generation) -> list[Route]:
+                wiring = _Wiring(
+                    generation.spec,
+                    generation.live,
+                    generation.resilience,
+                    metrics,
+                    settings,
+                    forwarding,
+                    generation.guards,
+                    background,
+                    tracer,
+                )
+                plans = {
+                    index: plan_endpoint(endpoint, generation.spec.backends, traits_of)
+                    for index, endpoint in enumerate(generation.spec.endpoints)
+                    if endpoint.proxy is None
+                }
+                return [
+                    wiring.route(e, plans.get(i)) for i, e in enumerate(generation.spec.endpoints)
+                ]
+
+            def install(generation: Generation) -> None:
+                app.router.routes = [*operations, *generation.routes]
+                status.data = status_data(
+                    generation.spec, generation.live, generation.resilience, metrics, health
+                )
+
+            runtime = Runtime(
+                settings=settings,
+                app_stack=stack,
+                registry=metrics.registry,
+                health=health,
+                caches=caches,
+                policy_metrics=PolicyMetrics(metrics.registry),
+                guard_metrics=GuardMetrics(metrics.registry),
+                build_routes=build_routes,
+                install=install,
+                background_settled=background.settled,
             )
-            status.data = status_data(spec, live, resilience, metrics, health)
+            await runtime.start(spec)
+            app.state.reload = runtime.request_reload
             await stack.enter_async_context(metrics.window.running())
-            app.router.routes = [
-                *operations,
-                *(wiring.route(e, plans.get(i)) for i, e in enumerate(spec.endpoints)),
-            ]
+            if settings.watch:
+                await stack.enter_async_context(watching(runtime))
             # measured once serving starts: opening backends may block briefly, on purpose
             await stack.enter_async_context(
                 monitoring_lag(
@@ -141,6 +175,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             health.state = "ready"
             yield
             health.state = "draining"
+            await runtime.wait_retired()
             # background calls still use the backends: they finish (or time out) first
             loop = asyncio.get_running_loop()
             await background.drain(
@@ -179,7 +214,12 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
         exception_handlers={HTTPException: http_exception_handler},
     )
     app.state.health = health  # read by the server's drain (gateway/server/serve.py)
+    app.state.reload = _not_started  # the lifespan replaces it: SIGHUP -> reload
     return app
+
+
+def _not_started() -> None:
+    log.warning("reload ignored: the gateway has not started serving yet")
 
 
 @dataclass(frozen=True, slots=True)

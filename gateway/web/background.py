@@ -94,6 +94,13 @@ class BackgroundCalls:
         finally:
             self.pending -= len(names)
 
+    async def settled(self, within: float) -> None:
+        """Wait (at most `within` seconds) for the background calls running now: a reload's
+        old backends close after them."""
+        tasks = set(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=within)
+
     async def drain(self, deadline: float) -> None:
         """Refuse new jobs; wait for the pending ones until `deadline` (loop time), then
         cancel what is left."""

@@ -112,9 +112,11 @@ async def open_guards(
     context: OpenContext,
     live: Mapping[str, LiveBackend],
     health: Health,
+    metrics: GuardMetrics | None = None,
 ) -> Guards:
-    """Open what the config's `auth`, `rate_limits` and `cluster` need (see the module)."""
-    guards = Guards(spec, GuardMetrics(context.registry))
+    """Open what the config's `auth`, `rate_limits` and `cluster` need (see the module);
+    `metrics` are the app's (a reload opens guards again on the same ones)."""
+    guards = Guards(spec, metrics or GuardMetrics(context.registry))
     for name, auth in spec.auth.items():
         cache: ExpiringCache[Identity] = ExpiringCache(settings.auth_cache_entries)
         guards.metrics.auth_cache.labels(name).set_function(cache.__len__)
