@@ -89,6 +89,7 @@ class Sampler(threading.Thread):
         super().__init__(name="gateway-sampler", daemon=True)
         self.url = url
         self.process = psutil.Process(pid) if pid else None
+        self._tree: dict[int, psutil.Process] = {}
         self.upstream_ports = upstream_ports
         self.interval = interval
         self.samples: list[Sample] = []
@@ -115,16 +116,32 @@ class Sampler(threading.Thread):
         except OSError:
             self.errors += 1  # a busy gateway may not answer in time; the gap shows in the CSV
         if self.process is not None:
-            try:
-                with self.process.oneshot():
-                    sample.rss_bytes = self.process.memory_info().rss
-                    sample.open_fds = self.process.num_fds()
-                    sample.cpu_percent = self.process.cpu_percent()
-            except psutil.Error:
-                pass  # the process is gone; the report says what was last seen
+            self._sample_processes(sample)
         if count_sockets and self.upstream_ports:
             sample.upstream_sockets = count_established(self.upstream_ports)
         return sample
+
+    def _sample_processes(self, sample: Sample) -> None:
+        """RSS, descriptors and CPU of the gateway and its workers (`--workers N`: the
+        supervisor's children), summed: the whole gateway is what a capacity run sizes."""
+        assert self.process is not None
+        try:
+            tree = [self.process, *self.process.children()]
+        except psutil.Error:
+            return  # the gateway is gone; the report says what was last seen
+        rss = fds = 0
+        cpu = 0.0
+        for process in tree:
+            # the same Process objects each time: cpu_percent measures since the last call
+            known = self._tree.setdefault(process.pid, process)
+            try:
+                with known.oneshot():
+                    rss += known.memory_info().rss
+                    fds += known.num_fds()
+                    cpu += known.cpu_percent()
+            except psutil.Error:
+                continue  # a worker that just ended
+        sample.rss_bytes, sample.open_fds, sample.cpu_percent = rss, fds, cpu
 
 
 def wait_drained(url: str, timeout_s: float) -> float | None:

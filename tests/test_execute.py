@@ -121,6 +121,12 @@ def where(name: str, seen: dict[str, asyncio.Task[Any] | None], value: Any = Non
     return Node(name, (), 5.0, run)
 
 
+async def test_no_nodes_no_outcomes() -> None:
+    """An endpoint whose every call runs in the background leaves `execute` nothing to run."""
+    loop = asyncio.get_running_loop()
+    assert await execute([], loop.time() + 5) == {}
+
+
 async def test_a_lone_node_runs_in_the_callers_task() -> None:
     seen: dict[str, asyncio.Task[Any] | None] = {}
     loop = asyncio.get_running_loop()

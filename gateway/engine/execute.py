@@ -106,6 +106,8 @@ async def _execute_independent(
     """`execute` for nodes of which none needs another: the last runs in this task, the
     others in tasks of a group (they start as soon as it first waits)."""
     results: dict[str, JSON] = {}  # no node reads another's: that would be a `needs`
+    if not nodes:
+        return {}  # an endpoint whose every call runs in the background
     if len(nodes) == 1:
         only = nodes[0]
         return {only.name: await _run_node(only, {}, results, deadline, loop)}
