@@ -134,6 +134,7 @@ def containers(pod_spec: Doc) -> list[Doc]:
 
 def gateway_container(docs: list[Doc]) -> Doc:
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    container: Doc
     (container,) = [c for c in pod["containers"] if c["name"] == "gateway"]
     return container
 
@@ -529,7 +530,7 @@ def strings(value: object) -> Iterator[str]:
 def backend_urls(routes: Doc) -> list[str]:
     """Every URL a backend of a routes file connects to: `url`, `urls`, and URL-valued
     `options` of legacy clients (the inventory client's `base_url`)."""
-    urls = []
+    urls: list[str] = []
     for backend in routes["backends"].values():
         urls += [backend["url"]] if "url" in backend else backend.get("urls", [])
         urls += [
