@@ -306,7 +306,7 @@ def passthrough(args: argparse.Namespace, up: int, tmp: Path) -> None:
 def aggregation(args: argparse.Namespace, up: int, tmp: Path) -> None:
     config = tmp / "fanout.yaml"
     config.write_text(FANOUT.format(up=up))
-    systems = [
+    systems: list[tuple[str, Callable[[int], list[str]]]] = [
         (
             "floor",
             lambda port: [

@@ -36,7 +36,7 @@ def free_base_port() -> int:
     """A port N such that N..N+6 are all free on 127.0.0.1 right now."""
     for _ in range(200):
         with listening_socket() as probe:
-            base = probe.getsockname()[1]
+            base: int = probe.getsockname()[1]
         if base + 6 > 65535:
             continue
         taken = []

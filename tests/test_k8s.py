@@ -138,6 +138,7 @@ def containers(pod_spec: Doc) -> list[Doc]:
 
 def gateway_container(docs: list[Doc]) -> Doc:
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    container: Doc
     (container,) = [c for c in pod["containers"] if c["name"] == "gateway"]
     return container
 
@@ -539,7 +540,7 @@ def backend_urls(routes: Doc) -> list[str]:
 
 def backend_urls_by_name(routes: Doc) -> dict[str, list[str]]:
     """`backend_urls`, by backend (only the backends that connect to a URL)."""
-    by_name = {}
+    by_name: dict[str, list[str]] = {}
     for name, backend in routes["backends"].items():
         urls = [backend["url"]] if "url" in backend else list(backend.get("urls", []))
         urls += [
