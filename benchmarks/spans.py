@@ -16,18 +16,19 @@ import asyncio
 import io
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.util.types import AttributeValue
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.observability.access_log import AccessLog
 from gateway.web.observe import ObserveMiddleware
 
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, AttributeValue] = {
     "gateway.call": "product",
     "gateway.backend": "catalog",
     "gateway.backend.kind": "http",
@@ -40,8 +41,8 @@ class Keep(SpanExporter):
     def __init__(self) -> None:
         self.spans: list[ReadableSpan] = []
 
-    def export(self, spans: object) -> SpanExportResult:
-        self.spans.extend(spans)  # type: ignore[call-overload]
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
         return SpanExportResult.SUCCESS
 
 

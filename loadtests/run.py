@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
+import psutil
 
 from gateway.devtools.embedded_pg import free_port
 from loadtests import report

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # no stubs installed; used lightly
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 METRICS = {

@@ -62,12 +62,12 @@ def start(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     sock: socket.socket | None = None,
-    stderr: IO[bytes] | None = None,
-    stdout: IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
 ) -> Running:
     """Start `argv` with `--fd N` appended, serving on a fresh (or given) listening socket;
-    its stderr (stdout) goes to `stderr` (`stdout`) when given (a file: a pipe nobody reads
-    could fill up)."""
+    its stderr (stdout) goes to `stderr` (`stdout`) when given: a file, or `subprocess.PIPE`
+    for a reader such as `LogWatch` (a pipe nobody reads could fill up)."""
     sock = sock or listening_socket()
     fd = sock.fileno()
     process = subprocess.Popen(
@@ -94,8 +94,8 @@ def start_gateway(
     config: Path,
     env: Mapping[str, str] | None = None,
     sock: socket.socket | None = None,
-    stderr: IO[bytes] | None = None,
-    stdout: IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
 ) -> Running:
     """The gateway on `config`, as `gateway run` would start it."""
     argv = [sys.executable, "-m", "gateway", "run", "--config", str(config)]

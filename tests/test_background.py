@@ -19,14 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message
 
 from gateway.config.loader import parse_spec
 from gateway.config.settings import Settings
 from gateway.web.app import create_app
 from gateway.web.background import shutdown_deadline
+from tests.logwatch import LogWatch
 from tests.processes import Running, start_gateway
 from tests.recorder import Answer, Recorded, Recorder
-from tests.test_drain import LogWatch
 
 PENDING_LIMIT = 3  # GATEWAY_BACKGROUND_CALLS of the module's gateway
 
@@ -168,7 +169,11 @@ async def test_background_calls_start_only_after_the_last_byte_was_sent(
         loop.call_soon_threadsafe(arrived.set)
         return Answer()
 
-    recorder.rules["/ping"] = lambda r: (events.append("ping"), Answer())[1]
+    def ping(request: Recorded) -> Answer:
+        events.append("ping")
+        return Answer()
+
+    recorder.rules["/ping"] = ping
     recorder.rules["/later"] = later
     spec = parse_spec(
         f"""
@@ -204,7 +209,7 @@ endpoints:
     async def receive() -> dict[str, Any]:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             assert message["status"] == 200
             # a real round trip while the answer is on its way: a background call started

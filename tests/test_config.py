@@ -11,6 +11,7 @@ import pytest
 
 from gateway.cli import schema_text
 from gateway.config.loader import parse_spec
+from gateway.config.models import ResilienceSpec
 from gateway.config.values import parse_duration
 from gateway.errors import ConfigError
 
@@ -163,6 +164,7 @@ endpoints:
 def test_resilience_settings_as_the_docs_write_them() -> None:
     spec = parse_spec(RESILIENT, "r.yaml")
     backend = spec.backends["reviews"]
+    assert isinstance(backend, ResilienceSpec)  # the http kind's model has the policy fields
     assert backend.kind == "http" and backend.retry and backend.breaker and backend.hedge
     assert backend.retry.on == ["connect", "timeout", 502, 503, 504]
     assert (backend.retry.backoff, backend.retry.budget) == (0.05, 0.2)

@@ -18,7 +18,16 @@ import httpx
 import psutil
 import pytest
 
-from gateway.devtools.demo import demo_data_dir, demo_pgdata
+from gateway.config.loader import load_config
+from gateway.config.settings import EMBEDDED_DATABASE_URL
+from gateway.devtools.demo import (
+    DEFAULT_BASE_PORT,
+    DEMO_CONFIG,
+    demo_backend_urls,
+    demo_data_dir,
+    demo_pgdata,
+    demo_ports,
+)
 from gateway.devtools.embedded_pg import unreachable_parent
 from tests.processes import REPO, listening_socket
 
@@ -27,7 +36,7 @@ def free_base_port() -> int:
     """A port N such that N..N+6 are all free on 127.0.0.1 right now."""
     for _ in range(200):
         with listening_socket() as probe:
-            base = probe.getsockname()[1]
+            base: int = probe.getsockname()[1]
         if base + 6 > 65535:
             continue
         taken = []
@@ -151,3 +160,37 @@ def test_a_busy_database_port_is_one_line() -> None:
     assert done.stderr.splitlines() == [
         f"demo: port {base + 4} (postgres) is already in use; choose other ports with --base-port N"
     ]
+
+
+def demo_backends(environment: dict[str, str]) -> dict[str, str]:
+    """Each backend's address in examples/demo.yaml, loaded by the gateway's loader as the
+    demo's gateway process does (`gateway demo` sets these variables, nothing else)."""
+    environ = {"DATABASE_URL": EMBEDDED_DATABASE_URL, "JWT_SECRET": "k" * 32, "REDIS_URL": ""}
+    backends = load_config(DEMO_CONFIG, environ={**environ, **environment}).data["backends"]
+    return {
+        name: backend.get("url") or backend["options"]["base_url"]
+        for name, backend in backends.items()
+        if "url" in backend or "base_url" in backend.get("options", {})
+    }
+
+
+@pytest.mark.parametrize("base", [DEFAULT_BASE_PORT, 40000])
+def test_one_routes_file_reaches_the_services_on_any_base_port(base: int) -> None:
+    """--base-port N moves the services; the variables it sets move the routes with them."""
+    ports = demo_ports(base, base)
+    services = ("catalog", "reviews", "users", "inventory")
+    expected = {name: f"http://127.0.0.1:{ports[name]}" for name in services}
+    assert demo_backends(demo_backend_urls(ports)) == expected
+
+
+def test_without_the_variables_the_routes_are_the_default_demo_ports() -> None:
+    """`gateway run --config examples/demo.yaml` (and the image's default CMD) without the
+    variables: every default is the address of the demo service on the default base."""
+    defaults = demo_backend_urls(demo_ports(DEFAULT_BASE_PORT, 8080))
+    assert demo_backends({}) == demo_backends(defaults)
+    assert demo_backends({}) == {
+        "catalog": "http://127.0.0.1:8101",
+        "reviews": "http://127.0.0.1:8102",
+        "users": "http://127.0.0.1:8105",
+        "inventory": "http://127.0.0.1:8103",
+    }

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 import pytest
 
 from services.inventory.client import InventoryClient

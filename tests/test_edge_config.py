@@ -241,7 +241,7 @@ def test_bad_rates(text: str) -> None:
 
 
 def limit(rate: str, burst: int | None = None, name: str = "l") -> Limit:
-    return Limit.from_spec(name, RateLimitSpec(key="{client.ip}", rate=rate, burst=burst))  # type: ignore[arg-type]
+    return Limit.from_spec(name, RateLimitSpec(key="{client.ip}", rate=rate, burst=burst))
 
 
 def test_a_bucket_lets_the_burst_through_then_the_rate() -> None:
@@ -279,7 +279,7 @@ def test_buckets_are_bounded_per_limit() -> None:
 
 
 def test_a_bucket_key_is_rendered_hashed_when_long_and_shared_when_missing() -> None:
-    keyed = Limit.from_spec("k", RateLimitSpec(key="{header.x-tenant}", rate="1/s"))  # type: ignore[arg-type]
+    keyed = Limit.from_spec("k", RateLimitSpec(key="{header.x-tenant}", rate="1/s"))
     assert keyed.bucket({"header": {"x-tenant": "acme"}}) == "k:acme"
     assert keyed.bucket({"header": {}}) == "k:"
     long = keyed.bucket({"header": {"x-tenant": "t" * 1000}})

@@ -4,7 +4,8 @@ Each kustomization is rendered with a real kustomize (`kustomize build`, or the 
 `kubectl kustomize`), every rendered document is validated strictly against the Kubernetes
 OpenAPI schemas shipped by `kubernetes-validate`, and the deployment rules are checked as
 tests: restricted pod security, probes, resources, pinned images, the drain arithmetic, the
-routes ConfigMap, and hadolint on the Dockerfile.
+routes ConfigMap (examples/demo.yaml itself, resolved with the Deployment's environment by the
+gateway's own loader), and hadolint on the Dockerfile.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
+from gateway.config.loader import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
-ROUTES = K8S / "base" / "gateway.yaml"
+DEMO_ROUTES = ROOT / "examples" / "demo.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # The oldest Kubernetes minor we support, and the newest the installed schemas know.
@@ -134,6 +138,7 @@ def containers(pod_spec: Doc) -> list[Doc]:
 
 def gateway_container(docs: list[Doc]) -> Doc:
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    container: Doc
     (container,) = [c for c in pod["containers"] if c["name"] == "gateway"]
     return container
 
@@ -188,6 +193,7 @@ def test_servicemonitor_component_renders_into_an_overlay(tmp_path: Path) -> Non
     """The optional component, added to a copy of the prod overlay as docs/kubernetes.md says."""
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the base's routes
     kustomization = copy / "overlays" / "prod" / "kustomization.yaml"
     kustomization.write_text(
         kustomization.read_text() + "\ncomponents:\n  - ../../components/servicemonitor\n"
@@ -489,7 +495,7 @@ def test_network_policy_egress_reaches_exactly_the_backends() -> None:
     secret = named(docs, "Secret", "gateway-database")
     database_url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
     redis_url = secret_value(docs, "gateway-redis", "REDIS_URL")
-    urls = [*backend_urls(yaml.safe_load(ROUTES.read_text())), database_url, redis_url]
+    urls = [*backend_urls(pod_routes("dev")), database_url, redis_url]
     needed = {service_target(docs, url) for url in urls}
     assert allowed == needed
 
@@ -529,15 +535,22 @@ def strings(value: object) -> Iterator[str]:
 def backend_urls(routes: Doc) -> list[str]:
     """Every URL a backend of a routes file connects to: `url`, `urls`, and URL-valued
     `options` of legacy clients (the inventory client's `base_url`)."""
-    urls = []
-    for backend in routes["backends"].values():
-        urls += [backend["url"]] if "url" in backend else backend.get("urls", [])
+    return [url for urls in backend_urls_by_name(routes).values() for url in urls]
+
+
+def backend_urls_by_name(routes: Doc) -> dict[str, list[str]]:
+    """`backend_urls`, by backend (only the backends that connect to a URL)."""
+    by_name: dict[str, list[str]] = {}
+    for name, backend in routes["backends"].items():
+        urls = [backend["url"]] if "url" in backend else list(backend.get("urls", []))
         urls += [
             value
             for value in backend.get("options", {}).values()
             if isinstance(value, str) and re.match(r"https?://", value)
         ]
-    return urls
+        if urls:
+            by_name[name] = urls
+    return by_name
 
 
 # --- labels and references ------------------------------------------------------------------
@@ -636,9 +649,8 @@ def test_dev_redis_is_a_restricted_statefulset_with_a_volume_that_the_gateway_re
     assert match.group(1) == secret_value(docs, "redis", "REDIS_PASSWORD")
     assert service_target(docs, url) == ("StatefulSet/redis", 6379)
     assert container["args"][:2] == ["--requirepass", "$(REDIS_PASSWORD)"]
-    # and the routes share their limits through it
-    routes = yaml.safe_load(ROUTES.read_text())
-    assert routes["cluster"] == {"redis": "${REDIS_URL}"}
+    # and the routes, resolved as in the pod, share their limits through it
+    assert pod_routes("dev")["cluster"] == {"redis": url}
     assert len(secret_value(docs, "gateway-auth", "JWT_SECRET")) >= 32
 
 
@@ -680,11 +692,70 @@ def test_dev_database_url_points_at_the_dev_postgres() -> None:
 # --- the routes ConfigMap -------------------------------------------------------------------
 
 
+CLUSTER_BACKENDS = {
+    "catalog": ["http://catalog:8101"],
+    "reviews": ["http://reviews:8102"],
+    "users": ["http://users:8105"],
+    "inventory": ["http://inventory:8103"],
+}
+"""Where the routes' backends are in the cluster: the Services of overlays/dev (prod expects
+Services of the same names in its namespace)."""
+
+PROD_SECRETS = {
+    ("fanout-database", "DATABASE_URL"): "postgresql://fanout:secret@db.internal:5432/fanout",
+    ("fanout-redis", "REDIS_URL"): "rediss://:secret@redis.internal:6379/0",
+    ("fanout-auth", "JWT_SECRET"): "s" * 32,
+}
+"""The Secrets prod expects to exist (docs/kubernetes.md creates them), with sample values."""
+
+
+def pod_environment(docs: list[Doc]) -> dict[str, str]:
+    """The gateway container's environment as the kubelet gives it: literal values, and
+    values from the rendered Secrets (or, for prod, the existing ones of PROD_SECRETS)."""
+    container = gateway_container(docs)
+    assert "envFrom" not in container, "list the gateway's variables one by one"
+    environment = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            environment[entry["name"]] = str(entry["value"])
+            continue
+        reference = entry["valueFrom"]["secretKeyRef"]
+        rendered = [
+            d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == reference["name"]
+        ]
+        environment[entry["name"]] = (
+            base64.b64decode(rendered[0]["data"][reference["key"]]).decode()
+            if rendered
+            else PROD_SECRETS[(reference["name"], reference["key"])]
+        )
+    return environment
+
+
+_ROUTES: dict[str, Doc] = {}
+
+
+def pod_routes(target: str) -> Doc:
+    """The routes a gateway pod of `target` serves: the rendered ConfigMap's files, written as
+    the volume mounts them, loaded by the gateway's own loader with the pod's environment
+    (every `${...}` resolved)."""
+    if target not in _ROUTES:
+        docs = render(target)
+        config_map = named(docs, "ConfigMap", "gateway-config")
+        with tempfile.TemporaryDirectory() as directory:
+            for key, text in config_map["data"].items():
+                (Path(directory) / key).write_text(text, encoding="utf-8")
+            config = Path(directory) / "gateway.yaml"
+            _ROUTES[target] = load_config(config, environ=pod_environment(docs)).data
+    return _ROUTES[target]
+
+
 @pytest.mark.parametrize("target", ["dev", "prod"])
-def test_routes_configmap_is_the_k8s_routes_file(target: str) -> None:
+def test_routes_configmap_is_the_demo_routes_file(target: str) -> None:
+    """The cluster serves examples/demo.yaml itself, byte for byte: no copy to keep in step."""
     docs = render(target)
     config_map = named(docs, "ConfigMap", "gateway-config")
-    assert config_map["data"] == {"gateway.yaml": ROUTES.read_text(encoding="utf-8")}
+    assert config_map["data"] == {"gateway.yaml": DEMO_ROUTES.read_text(encoding="utf-8")}
+    assert config_map["data"]["gateway.yaml"].encode() == DEMO_ROUTES.read_bytes()
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     container = gateway_container(docs)
@@ -702,8 +773,21 @@ def test_routes_configmap_is_the_k8s_routes_file(target: str) -> None:
     assert config_path == flag(dockerfile_cmd(), "--config")
 
 
-def gateway_check(path: Path) -> subprocess.CompletedProcess[str]:
-    # the pods get JWT_SECRET from a Secret (see the deployment); the check needs one too
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_routes_resolve_to_the_cluster_services_in_the_pod(target: str) -> None:
+    """With the Deployment's environment, every backend of the demo routes is its cluster
+    Service, no loopback address is left, and no `${...}` falls back to its (demo) default."""
+    resolved = pod_routes(target)
+    assert backend_urls_by_name(resolved) == CLUSTER_BACKENDS
+    loopback = [v for v in strings(resolved) if re.search(r"127\.0\.0\.1|localhost|\[::1\]", v)]
+    assert not loopback, f"loopback addresses are left: {loopback}"
+    referenced = set(re.findall(r"\$\{([A-Za-z_]\w*)", DEMO_ROUTES.read_text(encoding="utf-8")))
+    assert {"CATALOG_URL", "REVIEWS_URL", "USERS_URL", "INVENTORY_URL"} <= referenced
+    missing = referenced - set(pod_environment(render(target)))
+    assert not missing, f"the gateway Deployment does not set {sorted(missing)}"
+
+
+def gateway_check(path: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "check", str(path)],
         capture_output=True,
@@ -711,53 +795,38 @@ def gateway_check(path: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
         cwd=ROOT,
-        env={**os.environ, "JWT_SECRET": "k" * 32},
+        env={**os.environ, **environment},
     )
 
 
-def test_gateway_check_accepts_the_rendered_routes(tmp_path: Path) -> None:
+def test_gateway_check_accepts_the_rendered_routes_with_the_pod_environment(
+    tmp_path: Path,
+) -> None:
+    docs = render("dev")
     config = tmp_path / "gateway.yaml"
-    config.write_text(named(render("dev"), "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
-    result = gateway_check(config)
+    config.write_text(named(docs, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
+    result = gateway_check(config, pod_environment(docs))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_gateway_check_rejects_a_broken_routes_file(tmp_path: Path) -> None:
     """`gateway check` really checks: a misspelt backend name fails with exit 1."""
     broken = tmp_path / "broken.yaml"
-    broken.write_text(ROUTES.read_text().replace("backend: reviews", "backend: reveiws"))
-    result = gateway_check(broken)
+    broken.write_text(DEMO_ROUTES.read_text().replace("backend: reviews", "backend: reveiws"))
+    result = gateway_check(broken, pod_environment(render("dev")))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "reveiws" in result.stdout + result.stderr
 
 
 def test_routes_backends_are_dev_services() -> None:
-    """Every URL in the k8s routes file (`url`, `urls`, a legacy client's `base_url`) is
-    `http://<service>:<port>` of a dev Service that reaches a container port."""
-    urls = backend_urls(yaml.safe_load(ROUTES.read_text()))
+    """Every URL the routes resolve to in a dev pod (`url`, `urls`, a legacy client's
+    `base_url`) is `http://<service>:<port>` of a dev Service that reaches a container port."""
+    urls = backend_urls(pod_routes("dev"))
     assert len(urls) == 4, urls  # catalog, reviews, users, inventory
     docs = render("dev")
     for url in urls:
         assert re.fullmatch(r"http://[a-z0-9-]+:\d+", url), f"{url}: use http://<service>:<port>"
         service_target(docs, url)
-
-
-def test_k8s_routes_are_the_demo_routes() -> None:
-    """k8s/base/gateway.yaml is examples/demo.yaml with every loopback URL replaced by the
-    Service on the same port, and nothing else changed."""
-    k8s_routes = yaml.safe_load(ROUTES.read_text())
-    loopback = [v for v in strings(k8s_routes) if re.search(r"127\.0\.0\.1|localhost|\[::1\]", v)]
-    assert not loopback, f"loopback addresses are left: {loopback}"
-    demo_text = (ROOT / "examples" / "demo.yaml").read_text()
-    demo_urls = backend_urls(yaml.safe_load(demo_text))
-    by_port = {url.rsplit(":", 1)[1]: url for url in backend_urls(k8s_routes)}
-    assert len(by_port) == len(demo_urls), "one Service per backend port"
-    rewritten = re.sub(
-        r"https?://(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/?",
-        lambda m: by_port[m.group(1)],
-        demo_text,
-    )
-    assert yaml.safe_load(rewritten) == k8s_routes
 
 
 def test_legacy_clients_return_within_the_shutdown_margin() -> None:
@@ -771,8 +840,7 @@ def test_legacy_clients_return_within_the_shutdown_margin() -> None:
         - float(env_value(container, "GATEWAY_DRAIN_SECONDS"))
         - float(env_value(container, "GATEWAY_GRACEFUL_TIMEOUT_SECONDS"))
     )
-    routes = yaml.safe_load(ROUTES.read_text())
-    legacy = {n: b for n, b in routes["backends"].items() if b["kind"] == "legacy"}
+    legacy = {n: b for n, b in pod_routes("prod")["backends"].items() if b["kind"] == "legacy"}
     assert legacy
     for name, backend in legacy.items():
         timeout = backend.get("options", {}).get("timeout")
@@ -855,8 +923,7 @@ def test_gateway_pod_gives_the_compute_pool_what_it_needs(target: str) -> None:
     read-only root filesystem, a worker count that is not the node's CPU count, and CPU and
     memory for each worker besides the event loop."""
     docs = render(target)
-    routes = yaml.safe_load(ROUTES.read_text())
-    assert any(b["kind"] == "compute" for b in routes["backends"].values())
+    assert any(b["kind"] == "compute" for b in pod_routes(target)["backends"].values())
     pod = find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
     container = gateway_container(docs)
     volumes = {v["name"]: v for v in pod["volumes"]}

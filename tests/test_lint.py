@@ -20,7 +20,7 @@ PYTHON_DIRS = [
     [
         ["ruff", "check", *PYTHON_DIRS],
         ["ruff", "format", "--check", *PYTHON_DIRS],
-        ["mypy", "--strict", "gateway", "services"],
+        ["mypy", "--strict", *PYTHON_DIRS],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )

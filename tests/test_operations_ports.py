@@ -6,9 +6,10 @@ import json
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psutil
@@ -78,12 +79,20 @@ def test_the_admin_port_serves_operations_and_the_public_port_does_not(
             assert gateway.stop() == 0
 
 
+# prometheus_client leaves this reader unannotated: it yields (key, value, timestamp, position)
+read_samples = cast(
+    Callable[[str], Iterator[tuple[str, float, float, int]]], MmapedDict.read_all_values_from_file
+)
+
+
 def per_worker_requests(directory: str) -> dict[int, float]:
     """gateway_requests_total summed per worker, from the group's files."""
     counts: dict[int, float] = {}
     for path in Path(directory).glob("counter_*.db"):
-        pid = int(re.search(r"counter_(\d+)\.db", path.name).group(1))  # type: ignore[union-attr]
-        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+        named = re.search(r"counter_(\d+)\.db", path.name)
+        assert named is not None, path
+        pid = int(named.group(1))
+        for key, value, _, _ in read_samples(str(path)):
             if json.loads(key)[1] == "gateway_requests_total":
                 counts[pid] = counts.get(pid, 0.0) + value
     return counts

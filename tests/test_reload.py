@@ -174,7 +174,7 @@ def test_a_sighup_under_load_swaps_routes_without_failing_a_request(
     config = tmp_path / "gateway.yaml"
     config.write_text(BEFORE.format(up=upstream.url))
     gateway = start_gateway(config, stderr=subprocess.PIPE)
-    log = LogWatch(gateway.process, "gateway")  # type: ignore[arg-type]
+    log = LogWatch(gateway.process, "gateway")
     tally = Tally()
     stop = threading.Event()
     held: list[socket.socket] = []
@@ -246,7 +246,7 @@ def test_an_invalid_file_on_sighup_leaves_the_old_config_serving(
     config = tmp_path / "gateway.yaml"
     config.write_text(AFTER.format(up=upstream.url))
     gateway = start_gateway(config, stderr=subprocess.PIPE)
-    log = LogWatch(gateway.process, "gateway")  # type: ignore[arg-type]
+    log = LogWatch(gateway.process, "gateway")
     try:
         with httpx.Client(base_url=gateway.url, timeout=30) as http:
             assert http.get("/new").status_code == 200
@@ -319,7 +319,7 @@ def test_watch_reloads_when_the_file_changes(upstream: Upstream, tmp_path: Path)
     config = tmp_path / "gateway.yaml"
     config.write_text(AFTER.format(up=upstream.url).replace("/new", "/old"))
     gateway = start_gateway(config, env={"GATEWAY_WATCH": "1"}, stderr=subprocess.PIPE)
-    log = LogWatch(gateway.process, "gateway")  # type: ignore[arg-type]
+    log = LogWatch(gateway.process, "gateway")
     try:
         log.wait_for("watching", timeout=30)
         config.write_text(AFTER.format(up=upstream.url))

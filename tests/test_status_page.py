@@ -113,7 +113,7 @@ class Load:
 
 def breaker_badge(driver: webdriver.Chrome, backend: RecordingBackend) -> str:
     selector = f"[data-breaker='reviews {backend.url}']"
-    return driver.find_element(By.CSS_SELECTOR, selector).text  # type: ignore[no-any-return]
+    return driver.find_element(By.CSS_SELECTOR, selector).text
 
 
 def shows_a_failed_request(driver: webdriver.Chrome, request_ids: list[str]) -> bool:

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil  # type: ignore[import-untyped]  # no stubs installed
+import psutil
 import pytest
 
 from tests.processes import Running, start_gateway
-from tests.recorder import Answer, Recorded, Recorder
+from tests.recorder import Answer, Recorded, Recorder, Rule
 
 ERROR_BODY_BYTES = 1024  # GATEWAY_ERROR_BODY_BYTES of this module's gateway
 ORDER_SCHEMA = {
@@ -163,12 +163,17 @@ endpoints:
 """
 
 
+def answering(status: int, value: object) -> Rule:
+    """A rule answering `value` as JSON with `status` (bound now, not when the loop ends)."""
+    return lambda _: Answer.of(status, value)
+
+
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[Recorder]:
     recorder = Recorder()
     for status in (404, 409, 422, 500, 503):
         body = {"error": f"status {status}", "field": "quantity"}
-        recorder.rules[f"/status/{status}"] = lambda r, s=status, b=body: Answer.of(s, b)
+        recorder.rules[f"/status/{status}"] = answering(status, body)
     problem = {"type": "https://shop.example/out-of-stock", "title": "Out of stock", "status": 422}
     recorder.rules["/status/422"] = lambda r: Answer.of(422, problem, "application/problem+json")
     recorder.rules["/status/410"] = lambda r: Answer(410, b"<h1>Gone</h1>", "text/html")
@@ -350,7 +355,9 @@ def raw_exchange(port: int, head: bytes, body_parts: list[bytes]) -> tuple[int, 
     return int(head_bytes.split(b" ", 2)[1]), head_bytes + b"\r\n\r\n" + rest
 
 
-def chunked(path: str, parts: list[bytes], content_type: bytes = b"application/json") -> bytes:
+def chunked(
+    path: str, parts: list[bytes], content_type: bytes = b"application/json"
+) -> tuple[bytes, list[bytes]]:
     return (
         f"POST {path} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n".encode()
         + b"Content-Type: "

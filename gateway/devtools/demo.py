@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -37,6 +36,13 @@ DEFAULT_BASE_PORT = 8100
 STOP_GRACE_SECONDS = 10.0
 OFFSETS = {"catalog": 1, "reviews": 2, "inventory": 3, "postgres": 4, "users": 5, "redis": 6}
 """Each demo process's port, as an offset from the base port."""
+BACKEND_URLS = {
+    "catalog": "CATALOG_URL",
+    "reviews": "REVIEWS_URL",
+    "users": "USERS_URL",
+    "inventory": "INVENTORY_URL",
+}
+"""The variable each demo service's address is read from in examples/demo.yaml."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +59,11 @@ def demo_ports(base: int, gateway: int) -> dict[str, int]:
     return {"gateway": gateway, **{name: base + offset for name, offset in OFFSETS.items()}}
 
 
-def demo_config(base: int) -> Path:
-    """The routes file for services on `base`: the committed one, or (another base) a copy
-    whose 127.0.0.1 ports are moved by the same offset, under `.fanout/`."""
-    if base == DEFAULT_BASE_PORT:
-        return DEMO_CONFIG
-    text = re.sub(
-        r"127\.0\.0\.1:81(0[1-9])",
-        lambda m: f"127.0.0.1:{base + int(m.group(1))}",
-        DEMO_CONFIG.read_text(encoding="utf-8"),
-    )
-    moved = STATE / f"demo-{base}.yaml"
-    moved.parent.mkdir(parents=True, exist_ok=True)
-    moved.write_text(text, encoding="utf-8")
-    return moved
+def demo_backend_urls(ports: dict[str, int]) -> dict[str, str]:
+    """The environment that points the routes file's backends at services on `ports`: each
+    backend address in examples/demo.yaml is `${CATALOG_URL:-http://127.0.0.1:8101}` style,
+    so one file serves every base port (and, with cluster URLs, Kubernetes)."""
+    return {variable: f"http://127.0.0.1:{ports[name]}" for name, variable in BACKEND_URLS.items()}
 
 
 def demo_services(ports: dict[str, int], database_url: str, config: Path) -> list[Service]:
@@ -194,7 +191,9 @@ def run_demo(gateway_port: int | None, base_port: int | None) -> int:
                 f"keeping the data in {data_dir}",
                 flush=True,
             )
-        config = demo_config(base)
+        config = DEMO_CONFIG
+        # the gateway expands `${CATALOG_URL:-...}` (and the others) from its environment
+        os.environ.update(demo_backend_urls(ports))
         with database(data_dir, ports["postgres"]) as database_url:
             print("demo: PostgreSQL ready; preparing the users and orders tables...", flush=True)
             _prepare_database(database_url)
@@ -212,9 +211,6 @@ def run_demo(gateway_port: int | None, base_port: int | None) -> int:
         return 1
     except KeyboardInterrupt:
         print("\ndemo: stopping...", flush=True)
-    finally:
-        if base != DEFAULT_BASE_PORT:
-            (STATE / f"demo-{base}.yaml").unlink(missing_ok=True)
     return 0
 
 
