@@ -1,17 +1,25 @@
 """fanout against nginx, haproxy and the "floor" (benchmarks/floor.py), side by side in one run.
 
-    python -m benchmarks.compare [--seconds 8] [--runs 3] [--only passthrough,fanout,workers]
+    python -m benchmarks.compare [--seconds 8] [--runs 3] [--only passthrough,aggregation,workers]
+                                 [--baseline DIR]
 
 Every system is started here, on 127.0.0.1 ephemeral ports, and stopped by PID at the end:
 nginx and haproxy when installed (`apt-get install nginx haproxy wrk`), the floor app, fanout,
 and the backend (benchmarks/upstream.py). On a 2-core machine each proxy is pinned to core 1
 (`taskset`), wrk and the backend to core 0, so a proxy's CPU time per request is its own.
-Figures are medians of `--runs` runs of `--seconds` each:
+The systems of a section all run at once (an idle one costs nothing) and are measured in
+turn, run after run, so a drift in the machine's load hits every one alike; figures are
+medians of `--runs` runs of `--seconds` each:
 
 * passthrough of a ~300-byte JSON at 64 connections: req/s, CPU us/request, and / nginx;
 * aggregation against a 20 ms backend: one call and a 3-call fan-out at 256 connections
   (req/s, CPU us/request, fanout / floor), and the latency ratio 3 calls / 1 call at 10;
 * `--workers 2` against 1 worker (unpinned), at 64 and 512 connections: req/s and p99.
+
+The floor asks the backend exactly what fanout's endpoints ask (the same paths, the same
+20 ms delay) and answers the same merged JSON. `--baseline DIR` adds another checkout of
+fanout (say, main's: `git archive HEAD | tar -x -C DIR`), run from DIR with this Python, as
+one more system: a before/after figure measured side by side.
 """
 
 from __future__ import annotations
@@ -26,9 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -98,12 +106,24 @@ backend up
     server one 127.0.0.1:{up}
 """
 
+GATEWAY_ENV = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_MAX_IN_FLIGHT": "100000"}
+
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A system to start: its name, its command line for a port, where it runs."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    cwd: Path = REPO
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,16 +157,19 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 @contextmanager
-def started(
-    name: str, argv: Sequence[str], port: int, cpu: str | None, env: dict[str, str] | None = None
-) -> Iterator[System]:
-    command = ["taskset", "-c", cpu, *argv] if cpu is not None else list(argv)
+def started(candidate: Candidate, cpu: str | None) -> Iterator[System]:
+    port = free_port()
+    argv = candidate.argv(port)
+    command = ["taskset", "-c", cpu, *argv] if cpu is not None else argv
     process = subprocess.Popen(
-        command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL
+        command,
+        cwd=candidate.cwd,
+        env={**os.environ, **candidate.env},
+        stdout=subprocess.DEVNULL,
     )
     try:
         wait_listening(port, process)
-        yield System(name, process, port)
+        yield System(candidate.name, process, port)
     finally:
         process.terminate()
         try:
@@ -192,10 +215,12 @@ def wrk(url: str, connections: int, seconds: float, cpu: str | None = LOAD_CPU) 
     return Load(rate, percentile("50"), percentile("99"), total)
 
 
-def measure(
-    system: System, url: str, connections: int, seconds: float, cpu: str | None
-) -> tuple[Load, float]:
-    """(the load's figures, the system's CPU seconds per request during it)."""
+Figure = tuple[Load, float]
+"""(the load's figures, the system's CPU seconds per request during it)."""
+
+
+def measure(system: System, path: str, connections: int, seconds: float, cpu: str | None) -> Figure:
+    url = f"http://127.0.0.1:{system.port}{path}"
     wrk(url, connections, 1.0, cpu)  # warm-up: connections, caches, JITs
     before = system.cpu_seconds()
     load = wrk(url, connections, seconds, cpu)
@@ -203,12 +228,9 @@ def measure(
     return load, used / max(1, load.requests)
 
 
-def median_of(
-    runs: int, system: System, url: str, connections: int, seconds: float, cpu: str | None
-) -> tuple[Load, float]:
-    """`measure` `runs` times: the median of each figure."""
-    results = [measure(system, url, connections, seconds, cpu) for _ in range(runs)]
-    loads = [r[0] for r in results]
+def median(figures: Sequence[Figure]) -> Figure:
+    """The median of each figure over runs."""
+    loads = [f[0] for f in figures]
     return (
         Load(
             statistics.median(load.rate for load in loads),
@@ -216,35 +238,70 @@ def median_of(
             statistics.median(load.p99 for load in loads),
             sum(load.requests for load in loads),
         ),
-        statistics.median(r[1] for r in results),
+        statistics.median(f[1] for f in figures),
     )
+
+
+Case = tuple[str, int]
+"""(path, connections)."""
+
+
+def alternate(
+    systems: Sequence[System], cases: Sequence[Case], args: argparse.Namespace, cpu: str | None
+) -> dict[tuple[str, str, int], Figure]:
+    """Every case on every system, `args.runs` times, the systems in turn within each run:
+    the medians, by (system, path, connections)."""
+    samples: dict[tuple[str, str, int], list[Figure]] = {}
+    for _ in range(args.runs):
+        for path, connections in cases:
+            for system in systems:
+                figure = measure(system, path, connections, args.seconds, cpu)
+                samples.setdefault((system.name, path, connections), []).append(figure)
+    return {key: median(figures) for key, figures in samples.items()}
 
 
 def python() -> str:
     return sys.executable
 
 
-def gateway_argv(config: Path, port: int, workers: int = 1) -> list[str]:
-    return [
-        python(),
-        "-m",
-        "gateway",
-        "run",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
+def gateway_argv(config: Path, workers: int = 1) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [
+            python(),
+            *("-m", "gateway", "run", "--config", str(config)),
+            *("--port", str(port), "--workers", str(workers)),
+        ]
+
+    return argv
 
 
-GATEWAY_ENV = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_MAX_IN_FLIGHT": "100000"}
+def fanouts(
+    args: argparse.Namespace, config: Path, workers: int = 1, suffix: str = ""
+) -> list[Candidate]:
+    """fanout from this checkout, and from `--baseline` when given."""
+    found = [Candidate(f"fanout{suffix}", gateway_argv(config, workers), REPO, GATEWAY_ENV)]
+    if args.baseline:
+        found.append(
+            Candidate(
+                f"baseline{suffix}", gateway_argv(config, workers), Path(args.baseline), GATEWAY_ENV
+            )
+        )
+    return found
 
 
-def passthrough(args: argparse.Namespace, up: int, tmp: Path) -> None:
-    rows: list[tuple[str, Load, float]] = []
-    candidates: list[tuple[str, Callable[[int], list[str]]]] = []
+def floor(up: int) -> Candidate:
+    return Candidate(
+        "floor",
+        lambda port: [
+            python(),
+            *("-m", "benchmarks.floor", "--upstream", f"http://127.0.0.1:{up}"),
+            *("--port", str(port)),
+        ],
+    )
+
+
+def passthrough(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
+    candidates: list[Candidate] = []
     if shutil.which("nginx"):
 
         def nginx_argv(port: int) -> list[str]:
@@ -252,7 +309,7 @@ def passthrough(args: argparse.Namespace, up: int, tmp: Path) -> None:
             conf.write_text(NGINX.format(tmp=tmp, up=up, port=port))
             return ["nginx", "-c", str(conf), "-p", str(tmp)]
 
-        candidates.append(("nginx proxy_pass, 1 worker", nginx_argv))
+        candidates.append(Candidate("nginx proxy_pass, 1 worker", nginx_argv))
     if shutil.which("haproxy"):
 
         def haproxy_argv(port: int) -> list[str]:
@@ -260,120 +317,88 @@ def passthrough(args: argparse.Namespace, up: int, tmp: Path) -> None:
             conf.write_text(HAPROXY.format(up=up, port=port))
             return ["haproxy", "-f", str(conf), "-db"]
 
-        candidates.append(("haproxy, 1 thread", haproxy_argv))
-    candidates.append(
-        (
-            "floor: Starlette + uvicorn + aiohttp",
-            lambda port: [
-                python(),
-                "-m",
-                "benchmarks.floor",
-                "--upstream",
-                f"http://127.0.0.1:{up}",
-                "--port",
-                str(port),
-            ],
-        )
-    )
-    config = tmp / "fanout.yaml"
-    config.write_text(FANOUT.format(up=up))
-    candidates.append(("fanout passthrough route", lambda port: gateway_argv(config, port)))
-    for name, argv in candidates:
-        port = free_port()
-        with started(name, argv(port), port, PROXY_CPU, GATEWAY_ENV) as system:
-            url = f"http://127.0.0.1:{port}/pass/products/1"
-            load, cpu = median_of(args.runs, system, url, 64, args.seconds, LOAD_CPU)
-        rows.append((name, load, cpu))
+        candidates.append(Candidate("haproxy, 1 thread", haproxy_argv))
+    candidates += [floor(up), *fanouts(args, config)]
+    case = ("/pass/products/1", 64)
+    with ExitStack() as stack:
+        systems = [stack.enter_context(started(c, PROXY_CPU)) for c in candidates]
+        results = alternate(systems, [case], args, LOAD_CPU)
+    rows = [(s.name, *results[(s.name, *case)]) for s in systems]
     reference = rows[0][1].rate
     print(
         f"passthrough of a ~300-byte JSON, 64 connections, "
         f"{args.runs} runs of {args.seconds:g} s (medians)"
     )
-    print(f"  {'system':40s} {'req/s':>8s} {'CPU us/req':>11s} {'/ first':>8s}")
+    print(f"  {'system':32s} {'req/s':>8s} {'CPU us/req':>11s} {'/ first':>8s}")
     for name, load, cpu in rows:
-        print(f"  {name:40s} {load.rate:8.0f} {cpu * 1e6:11.0f} {load.rate / reference:8.3f}")
+        print(f"  {name:32s} {load.rate:8.0f} {cpu * 1e6:11.0f} {load.rate / reference:8.3f}")
     by_name = {name: (load, cpu) for name, load, cpu in rows}
-    floor, ours = (
-        by_name["floor: Starlette + uvicorn + aiohttp"],
-        by_name["fanout passthrough route"],
-    )
-    print(
-        f"  fanout / floor: CPU per request {ours[1] / floor[1]:.2f} (target <= 0.9), "
-        f"req/s {ours[0].rate / floor[0].rate:.2f} (target >= 1.1)"
-    )
+    base = by_name["floor"]
+    for name in ("fanout", "baseline"):
+        if name in by_name:
+            ours = by_name[name]
+            print(
+                f"  {name} / floor: CPU per request {ours[1] / base[1]:.2f} (target <= 0.9), "
+                f"req/s {ours[0].rate / base[0].rate:.2f} (target >= 1.1)"
+            )
 
 
-def aggregation(args: argparse.Namespace, up: int, tmp: Path) -> None:
-    config = tmp / "fanout.yaml"
-    config.write_text(FANOUT.format(up=up))
-    systems: list[tuple[str, Callable[[int], list[str]]]] = [
-        (
-            "floor",
-            lambda port: [
-                python(),
-                "-m",
-                "benchmarks.floor",
-                "--upstream",
-                f"http://127.0.0.1:{up}",
-                "--port",
-                str(port),
-            ],
-        ),
-        ("fanout", lambda port: gateway_argv(config, port)),
-    ]
-    results: dict[tuple[str, str, int], tuple[Load, float]] = {}
-    for name, argv in systems:
-        port = free_port()
-        with started(name, argv(port), port, PROXY_CPU, GATEWAY_ENV) as system:
-            for path, connections in (("/one", 10), ("/three", 10), ("/one", 256), ("/three", 256)):
-                url = f"http://127.0.0.1:{port}{path}"
-                results[(name, path, connections)] = median_of(
-                    args.runs, system, url, connections, args.seconds, LOAD_CPU
-                )
+def aggregation(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
+    candidates = [floor(up), *fanouts(args, config)]
+    cases = [("/one", 10), ("/three", 10), ("/one", 256), ("/three", 256)]
+    with ExitStack() as stack:
+        systems = [stack.enter_context(started(c, PROXY_CPU)) for c in candidates]
+        results = alternate(systems, cases, args, LOAD_CPU)
+    names = [s.name for s in systems]
     print(f"aggregation against a 20 ms backend, {args.runs} runs of {args.seconds:g} s (medians)")
-    print(f"  {'':28s} {'floor':>22s} {'fanout':>22s} {'fanout/floor':>13s}")
+    print(f"  {'':30s}" + "".join(f"{name:>11s}" for name in names) + "   / floor")
     for path in ("/one", "/three"):
-        floor, ours = results[("floor", path, 256)], results[("fanout", path, 256)]
         label = "1 call" if path == "/one" else "3-call fan-out"
+        figures = [results[(name, path, 256)] for name in names]
+        rates = [f[0].rate for f in figures]
+        cpus = [f[1] * 1e6 for f in figures]
         print(
-            f"  {label + ', 256 conns, req/s':28s} {floor[0].rate:22.0f} {ours[0].rate:22.0f} "
-            f"{ours[0].rate / floor[0].rate:13.2f}"
+            f"  {label + ', 256 conns, req/s':30s}"
+            + "".join(f"{r:11.0f}" for r in rates)
+            + "   "
+            + " ".join(f"{r / rates[0]:.2f}" for r in rates[1:])
         )
         print(
-            f"  {label + ', CPU us/request':28s} {floor[1] * 1e6:22.0f} {ours[1] * 1e6:22.0f} "
-            f"{ours[1] / floor[1]:13.2f}"
+            f"  {label + ', CPU us/request':30s}"
+            + "".join(f"{c:11.0f}" for c in cpus)
+            + "   "
+            + " ".join(f"{c / cpus[0]:.2f}" for c in cpus[1:])
         )
-    for name in ("floor", "fanout"):
+    for name in names:
         ratio = results[(name, "/three", 10)][0].p50 / results[(name, "/one", 10)][0].p50
         print(f"  {name}: p50 3 calls / 1 call at 10 connections {ratio:.3f} (target <= 1.03)")
 
 
-def workers(args: argparse.Namespace, up: int, tmp: Path) -> None:
-    config = tmp / "fanout.yaml"
-    config.write_text(FANOUT.format(up=up))
-    results: dict[tuple[int, int], tuple[Load, float]] = {}
-    for count in (1, 2):
-        port = free_port()
-        argv = gateway_argv(config, port, count)
-        with started(f"fanout x{count}", argv, port, None, GATEWAY_ENV) as system:
-            time.sleep(
-                2 if count > 1 else 0
-            )  # every worker listening, not synchronisation of a test
-            for connections in (64, 512):
-                url = f"http://127.0.0.1:{port}/three"
-                results[(count, connections)] = median_of(
-                    args.runs, system, url, connections, args.seconds, None
-                )
+def workers(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
+    candidates = [
+        *fanouts(args, config, 1, " x1"),
+        *fanouts(args, config, 2, " x2"),
+    ]
+    cases = [("/three", 64), ("/three", 512)]
+    with ExitStack() as stack:
+        systems = [stack.enter_context(started(c, None)) for c in candidates]
+        time.sleep(2)  # every worker listening: a benchmark's pause, not a test's sync
+        results = alternate(systems, cases, args, None)
     print(
         f"--workers 2 against 1 (unpinned), 3-call fan-out, {args.runs} runs of {args.seconds:g} s"
     )
-    for connections in (64, 512):
-        one, two = results[(1, connections)], results[(2, connections)]
-        print(
-            f"  {connections:4d} connections: req/s {one[0].rate:7.0f} -> {two[0].rate:7.0f} "
-            f"(x{two[0].rate / one[0].rate:.2f}, target >= 1.8); p99 {one[0].p99 * 1000:7.1f} ms "
-            f"-> {two[0].p99 * 1000:7.1f} ms (x{two[0].p99 / one[0].p99:.2f}, target <= 1.5)"
-        )
+    for name in ("fanout", "baseline"):
+        if (f"{name} x1", "/three", 64) not in results:
+            continue
+        for _, connections in cases:
+            one = results[(f"{name} x1", "/three", connections)]
+            two = results[(f"{name} x2", "/three", connections)]
+            print(
+                f"  {name} {connections:4d} connections: req/s {one[0].rate:6.0f} -> "
+                f"{two[0].rate:6.0f} (x{two[0].rate / one[0].rate:.2f}, target >= 1.8); "
+                f"p99 {one[0].p99 * 1000:6.1f} ms -> {two[0].p99 * 1000:6.1f} ms "
+                f"(x{two[0].p99 / one[0].p99:.2f}, target <= 1.5)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="passthrough,aggregation,workers")
+    parser.add_argument(
+        "--baseline", default=None, help="another fanout checkout to measure alongside"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print(
@@ -390,21 +418,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     chosen = set(args.only.split(","))
-    with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        up = free_port()
-        stack.enter_context(
-            started(
-                "upstream", [python(), "-m", "benchmarks.upstream", "--port", str(up)], up, LOAD_CPU
-            )
+        upstream = Candidate(
+            "upstream", lambda port: [python(), "-m", "benchmarks.upstream", "--port", str(port)]
         )
-        for section, run in (
-            ("passthrough", passthrough),
-            ("aggregation", aggregation),
-            ("workers", workers),
-        ):
-            if section in chosen:
-                run(args, up, tmp)
+        with started(upstream, LOAD_CPU) as up:
+            config = tmp / "fanout.yaml"
+            config.write_text(FANOUT.format(up=up.port))
+            for section, run in (
+                ("passthrough", passthrough),
+                ("aggregation", aggregation),
+                ("workers", workers),
+            ):
+                if section in chosen:
+                    run(args, up.port, tmp, config)
     return 0
 
 

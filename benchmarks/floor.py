@@ -1,7 +1,9 @@
 """The "floor": the smallest honest Python gateway, to measure fanout against.
 
 Starlette on uvicorn (uvloop, httptools) with one shared aiohttp ClientSession: a passthrough
-route and a 3-call fan-out merging JSON, nothing else (no limits, no metrics, no policies).
+route, a one-call and a 3-call fan-out merging JSON, nothing else (no limits, no metrics, no
+policies). The aggregations ask what benchmarks/compare.py's fanout endpoints ask (the same
+paths, `?delay=20`) and answer the same body (`{"a": ...}`, `{"a": ..., "b": ..., "c": ...}`).
 Whatever fanout spends beyond this is its own layers.
 
     python -m benchmarks.floor --upstream http://127.0.0.1:9000 --port 8000
@@ -44,11 +46,14 @@ def create_app(upstream: str) -> Starlette:
             return orjson.loads(await answer.read())
 
     async def one(request: Request) -> Response:
-        return Response(orjson.dumps(await fetch("/products/1")), media_type="application/json")
+        a = await fetch("/products/1?delay=20")
+        return Response(orjson.dumps({"a": a}), media_type="application/json")
 
     async def three(request: Request) -> Response:
         a, b, c = await asyncio.gather(
-            fetch("/products/1"), fetch("/products/2"), fetch("/products/3")
+            fetch("/products/1?delay=20"),
+            fetch("/products/2?delay=20"),
+            fetch("/products/3?delay=20"),
         )
         return Response(orjson.dumps({"a": a, "b": b, "c": c}), media_type="application/json")
 

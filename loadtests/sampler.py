@@ -48,16 +48,36 @@ class Sample:
     upstream_sockets: int = -1
 
 
-def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
-    """The gateway's gauges of interest from /metrics (Prometheus text format)."""
+def scrape_processes(url: str, timeout: float = 10.0) -> dict[str, dict[str, float]]:
+    """The gateway's gauges of interest from one /metrics answer, by the `pid` label of the
+    process they come from ("" for values of the whole group, and for a single process).
+
+    With `--workers N` every worker answers /metrics with the group's summed counters but
+    its own gauges (gateway/observability/multiprocess.py), and SO_REUSEPORT hands each
+    scrape to one of them; `Sampler` keeps the latest values of every worker it has heard."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
         text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in METRICS:
-            values[METRICS[name]] = float(value)
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = METRICS.get(sample.name)
+            if key is not None:
+                values.setdefault(sample.labels.get("pid", ""), {})[key] = sample.value
     return values
+
+
+def summed(processes: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each gauge summed over the processes (a worker's requests in flight add up)."""
+    total: dict[str, float] = {}
+    for values in processes.values():
+        for key, value in values.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
+    """The gateway's gauges of interest, summed over what one /metrics answer holds."""
+    return summed(scrape_processes(url, timeout))
 
 
 def answers_by_status(url: str, timeout: float = 30.0) -> dict[str, int]:
@@ -89,6 +109,9 @@ class Sampler(threading.Thread):
         super().__init__(name="gateway-sampler", daemon=True)
         self.url = url
         self.process = psutil.Process(pid) if pid else None
+        self._tree: dict[int, psutil.Process] = {}
+        self._latest: dict[str, dict[str, float]] = {}
+        """The last gauges heard from each worker (by pid)."""
         self.upstream_ports = upstream_ports
         self.interval = interval
         self.samples: list[Sample] = []
@@ -110,21 +133,38 @@ class Sampler(threading.Thread):
     def sample(self, count_sockets: bool = False) -> Sample:
         sample = Sample(t_s=round(time.monotonic() - self._t0, 1))
         try:
-            for key, value in scrape(self.url).items():
+            self._latest.update(scrape_processes(self.url))
+            for key, value in summed(self._latest).items():
                 setattr(sample, key, value)
         except OSError:
             self.errors += 1  # a busy gateway may not answer in time; the gap shows in the CSV
         if self.process is not None:
-            try:
-                with self.process.oneshot():
-                    sample.rss_bytes = self.process.memory_info().rss
-                    sample.open_fds = self.process.num_fds()
-                    sample.cpu_percent = self.process.cpu_percent()
-            except psutil.Error:
-                pass  # the process is gone; the report says what was last seen
+            self._sample_processes(sample)
         if count_sockets and self.upstream_ports:
             sample.upstream_sockets = count_established(self.upstream_ports)
         return sample
+
+    def _sample_processes(self, sample: Sample) -> None:
+        """RSS, descriptors and CPU of the gateway and its workers (`--workers N`: the
+        supervisor's children), summed: the whole gateway is what a capacity run sizes."""
+        assert self.process is not None
+        try:
+            tree = [self.process, *self.process.children()]
+        except psutil.Error:
+            return  # the gateway is gone; the report says what was last seen
+        rss = fds = 0
+        cpu = 0.0
+        for process in tree:
+            # the same Process objects each time: cpu_percent measures since the last call
+            known = self._tree.setdefault(process.pid, process)
+            try:
+                with known.oneshot():
+                    rss += known.memory_info().rss
+                    fds += known.num_fds()
+                    cpu += known.cpu_percent()
+            except psutil.Error:
+                continue  # a worker that just ended
+        sample.rss_bytes, sample.open_fds, sample.cpu_percent = rss, fds, cpu
 
 
 def wait_drained(url: str, timeout_s: float) -> float | None:
@@ -134,9 +174,11 @@ def wait_drained(url: str, timeout_s: float) -> float | None:
     this shows how long the gateway takes to be idle again.
     """
     started = time.monotonic()
+    latest: dict[str, dict[str, float]] = {}  # by worker, as `Sampler` keeps them
     while time.monotonic() - started < timeout_s:
         try:
-            if scrape(url).get("in_flight", -1) == 0:
+            latest.update(scrape_processes(url))
+            if summed(latest).get("in_flight", -1) == 0:
                 return time.monotonic() - started
         except OSError:
             pass  # still too busy to answer: keep asking until the timeout

@@ -1,4 +1,5 @@
-"""The executor's ordering and failure rules, with in-process steps (no network)."""
+"""The executor's ordering and failure rules, with in-process steps (no network); what an
+aggregation tells it of a call's own bound."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.registry import traits_of
+from gateway.config.loader import parse_spec
 from gateway.engine.execute import Node, execute
+from gateway.engine.plan import plan_endpoint
 from gateway.errors import BadStatus, CallTimeout, Skipped
+from gateway.web.aggregate import single_try_bound
 
 
 def returning(value: Any, log: list[str], name: str) -> Node:
@@ -103,3 +108,126 @@ async def test_a_bug_propagates_and_cancels_siblings() -> None:
     with pytest.raises(ExceptionGroup):
         await execute([Node("bug", (), 5, buggy), Node("sibling", (), 5, sibling)], loop.time() + 5)
     assert cancelled.is_set()
+
+
+# --- independent nodes: no tasks or futures beyond what concurrency needs --------------------
+
+
+def where(name: str, seen: dict[str, asyncio.Task[Any] | None], value: Any = None) -> Node:
+    async def run(results: Mapping[str, Any]) -> Any:
+        seen[name] = asyncio.current_task()
+        return value if value is not None else name
+
+    return Node(name, (), 5.0, run)
+
+
+async def test_no_nodes_no_outcomes() -> None:
+    """An endpoint whose every call runs in the background leaves `execute` nothing to run."""
+    loop = asyncio.get_running_loop()
+    assert await execute([], loop.time() + 5) == {}
+
+
+async def test_a_lone_node_runs_in_the_callers_task() -> None:
+    seen: dict[str, asyncio.Task[Any] | None] = {}
+    loop = asyncio.get_running_loop()
+    outcomes = await execute([where("only", seen)], loop.time() + 5)
+    assert outcomes["only"].value == "only"
+    assert seen["only"] is asyncio.current_task()
+
+
+async def test_independent_nodes_run_concurrently_the_last_in_the_callers_task() -> None:
+    gate = asyncio.Event()
+    seen: dict[str, asyncio.Task[Any] | None] = {}
+
+    async def waits(results: Mapping[str, Any]) -> Any:
+        seen["waits"] = asyncio.current_task()
+        await gate.wait()  # opened by the last node: they run at the same time
+        return "waited"
+
+    async def opens(results: Mapping[str, Any]) -> Any:
+        seen["opens"] = asyncio.current_task()
+        await asyncio.sleep(0)  # the other task starts while this one waits
+        gate.set()
+        return "opened"
+
+    loop = asyncio.get_running_loop()
+    outcomes = await execute(
+        [Node("waits", (), 5, waits), where("plain", seen, 7), Node("opens", (), 5, opens)],
+        loop.time() + 5,
+    )
+    assert list(outcomes) == ["waits", "plain", "opens"]
+    assert [o.value for o in outcomes.values()] == ["waited", 7, "opened"]
+    assert seen["opens"] is asyncio.current_task()
+    tasks = [seen["waits"], seen["plain"]]
+    assert all(t is not None and t is not asyncio.current_task() for t in tasks)
+    assert [t.get_name() for t in tasks if t is not None] == ["call:waits", "call:plain"]
+
+
+async def test_a_bug_in_a_lone_node_propagates_as_it_is() -> None:
+    async def buggy(results: Mapping[str, Any]) -> Any:
+        raise KeyError("bug")
+
+    loop = asyncio.get_running_loop()
+    with pytest.raises(KeyError):
+        await execute([Node("bug", (), 5, buggy)], loop.time() + 5)
+
+
+async def test_a_node_bounded_within_the_deadline_gets_no_second_timer() -> None:
+    """`bounded` says the node's own (policy) timeout ends it first: execute then arms no
+    timer of its own, so a node claiming a bound it does not keep outlives the deadline. A
+    bound that does not end before the deadline, or none, keeps execute's timer."""
+    loop = asyncio.get_running_loop()
+    for bound, survives in ((0.001, True), (60.0, False), (None, False)):
+        gate = asyncio.Event()
+
+        async def late(results: Mapping[str, Any], gate: asyncio.Event = gate) -> Any:
+            await gate.wait()
+            return "late"
+
+        opener = loop.call_later(0.3, gate.set)  # after the 0.05 s deadline
+        outcomes = await execute([Node("n", (), 60, late, bound)], loop.time() + 0.05)
+        opener.cancel()
+        if survives:
+            assert outcomes["n"].value == "late", bound
+        else:
+            error = outcomes["n"].error
+            assert isinstance(error, CallTimeout) and "endpoint deadline" in str(error), bound
+
+
+@pytest.mark.parametrize(
+    ("call", "bound"),
+    [
+        ("{name: a, backend: c, path: /a}", 2.0),
+        ("{name: a, backend: c, path: /a, timeout: 500ms}", 0.5),
+        ("{name: a, backend: c, path: /a, retry: {attempts: 3}}", None),
+        ("{name: a, backend: c, method: POST, path: /a, retry: {attempts: 3}}", 2.0),  # once
+        ("{name: a, backend: c, path: /a, hedge: {after: 10ms, max: 1}}", None),
+        ("{name: a, backend: c, path: /a, coalesce: true}", None),
+        ("{name: a, backend: c, path: /a, cache: {ttl: 1s}}", None),
+    ],
+)
+def test_a_call_tried_once_under_its_timeout_is_bounded_by_it(
+    call: str, bound: float | None
+) -> None:
+    """What `execute` may trust (Node.bounded): only a chain that tries once and waits for
+    nothing else ends within its per-try timeout."""
+    backends = 'version: 1\nbackends: {c: {kind: http, url: "http://127.0.0.1:1", timeout: 2s}}\n'
+    text = backends + f"endpoints:\n  - path: /x\n    method: POST\n    calls:\n      - {call}\n"
+    spec = parse_spec(text, "t.yaml")
+    plan = plan_endpoint(spec.endpoints[0], spec.backends, traits_of)
+    assert single_try_bound(plan.calls[0]) == bound
+
+
+def test_a_for_each_call_is_not_bounded_by_one_timeout() -> None:
+    text = """version: 1
+backends: {c: {kind: http, url: "http://127.0.0.1:1"}}
+endpoints:
+  - path: /x
+    calls:
+      - {name: page, backend: c, path: /page}
+      - {name: each, backend: c, path: "/i/{item.id}", for_each: calls.page, into: item}
+"""
+    spec = parse_spec(text, "t.yaml")
+    plan = plan_endpoint(spec.endpoints[0], spec.backends, traits_of)
+    assert single_try_bound(plan.calls[0]) is not None
+    assert single_try_bound(plan.calls[1]) is None

@@ -158,6 +158,8 @@ endpoints:
     forward_headers: [x-custom, x-secret]
     calls:
       - {{name: told, backend: rec, path: /told}}
+  - path: /proxied/{{rest:path}}
+    proxy: {{backend: rec, path: "/{{rest}}"}}
 """
 
 
@@ -224,6 +226,38 @@ def test_forward_sends_the_clients_bytes_to_every_call_unchanged(
         assert seen.body == body
         assert seen.headers["content-type"] == "application/json; charset=utf-8"
         assert seen.headers["authorization"] == "Bearer t0k"  # KrakenD's param_forwarding
+
+
+def test_a_backend_gets_no_header_the_http_client_would_add_of_its_own(
+    http: httpx.Client, recorder: Recorder
+) -> None:
+    """No User-Agent, no Content-Type guessed for a body (aiohttp would send
+    `application/octet-stream`); aggregation calls ask for JSON, compressed or not, and a
+    passthrough sends what the client sent, exactly (gateway/backends/http.GatewayRequest)."""
+    plain = {"user-agent": "", "accept": "", "accept-encoding": ""}  # httpx's own, emptied
+    untyped = http.post("/forward", content=b"\x00raw bytes", headers=plain)
+    assert untyped.status_code == 200, untyped.text
+    told = http.get("/told", headers=plain)
+    assert told.status_code == 200, told.text
+    for seen in (recorder.to("/a")[-1], recorder.to("/told")[-1]):
+        assert "user-agent" not in seen.headers and "content-type" not in seen.headers
+        assert seen.headers["accept"] == "application/json"
+        assert "gzip" in seen.headers["accept-encoding"]
+    assert recorder.to("/a")[-1].body == b"\x00raw bytes"
+
+    passed = http.post(
+        "/proxied/raw", content=b"as sent", headers={"user-agent": "a-client/1.0", "accept": ""}
+    )
+    assert passed.status_code == 200, passed.text
+    seen = recorder.to("/raw")[-1]
+    assert seen.body == b"as sent" and "content-type" not in seen.headers
+    assert seen.headers["user-agent"] == "a-client/1.0"
+    assert seen.headers.get("accept") == ""  # the client's (empty) value, not */*
+    bare = http.get("/proxied/bare", headers=plain)
+    assert bare.status_code == 200, bare.text
+    seen = recorder.to("/bare")[-1]
+    assert "content-type" not in seen.headers
+    assert [seen.headers[name] for name in plain] == ["", "", ""]  # the client's, as sent
 
 
 def test_forward_passes_a_chunked_body_of_any_type_unparsed(

@@ -5,6 +5,13 @@ needs have finished, so latency follows the slowest chain, not the sum. Expected
 (`CallError`, timeouts) become failed Outcomes instead of exceptions, because a failing
 TaskGroup task would cancel its siblings and we want partial results. Anything else is a bug:
 it cancels the group and propagates (-> 500). No task outlives `execute`.
+
+Two ways to run, one result: a graph with `needs` runs every node in a task of its own,
+each finished node announced through a future its dependants await. Without `needs` (most
+endpoints) nothing waits for anything: the last node runs in the caller's task and the
+others in tasks of a group (a lone node needs no task at all), and no futures are made.
+A node whose own timeout ends before the deadline (`Node.bounded`) gets no second timer
+here: one timer per call, not two.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ class Node:
     timeout: float
     run: Callable[[Mapping[str, Any]], Awaitable[JSON]]
     """Returns the call's value, or a `Partial` for a call run once per element."""
+    bounded: float | None = None
+    """Seconds within which `run` ends by itself, a timeout included (a call whose only try
+    is bounded by its policy timeout); None: unknown. When that ends before `timeout` and
+    the deadline, `execute` arms no timer of its own for the node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,8 @@ async def execute(
     answered the client): nodes may need them, and they are not returned again.
     """
     loop = asyncio.get_running_loop()
+    if not done and not any(node.needs for node in nodes):
+        return await _execute_independent(nodes, deadline, loop)
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
     for name, outcome in (done or {}).items():
@@ -87,6 +100,29 @@ async def execute(
     return {node.name: finished[node.name].result() for node in nodes}
 
 
+async def _execute_independent(
+    nodes: Sequence[Node], deadline: float, loop: asyncio.AbstractEventLoop
+) -> dict[str, Outcome]:
+    """`execute` for nodes of which none needs another: the last runs in this task, the
+    others in tasks of a group (they start as soon as it first waits)."""
+    results: dict[str, JSON] = {}  # no node reads another's: that would be a `needs`
+    if not nodes:
+        return {}  # an endpoint whose every call runs in the background
+    if len(nodes) == 1:
+        only = nodes[0]
+        return {only.name: await _run_node(only, {}, results, deadline, loop)}
+    outcomes: dict[str, Outcome] = {}
+
+    async def run(node: Node) -> None:
+        outcomes[node.name] = await _run_node(node, {}, results, deadline, loop)
+
+    async with asyncio.TaskGroup() as group:
+        for node in nodes[:-1]:
+            group.create_task(run(node), name=f"call:{node.name}")
+        await run(nodes[-1])
+    return {node.name: outcomes[node.name] for node in nodes}
+
+
 async def _run_node(
     node: Node,
     finished: Mapping[str, asyncio.Future[Outcome]],
@@ -104,15 +140,21 @@ async def _run_node(
     started = loop.time()
     budget = min(deadline, started + node.timeout)
     try:
-        async with asyncio.timeout_at(budget):
-            value = await node.run(results)
+        if node.bounded is not None and started + node.bounded < budget:
+            value = await node.run(results)  # its own timeout ends it first
+        else:
+            async with asyncio.timeout_at(budget):
+                value = await node.run(results)
     except TimeoutError:
         limit = "endpoint deadline" if budget == deadline else f"timeout of {node.timeout:g}s"
         return Outcome(
             node.name, loop.time() - started, error=CallTimeout(f"no answer within the {limit}")
         )
     except CallError as exc:
-        return Outcome(node.name, loop.time() - started, error=exc)
+        # an expected failure, never shown with its traceback: without it the Outcome
+        # keeps no frames alive (a for_each's whole element list, for one) until the
+        # cycle collector's next pass (gateway/server/collector.py)
+        return Outcome(node.name, loop.time() - started, error=exc.with_traceback(None))
     if isinstance(value, Partial):
         return Outcome(
             node.name,

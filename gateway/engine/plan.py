@@ -119,6 +119,9 @@ class CallPlan:
     """The kind's description of the call (`CallTraits.attributes`)."""
     header_client_refs: tuple[Ref, ...] = ()
     """Refs to client values in this call's header templates (checked: no control chars)."""
+    static: StaticParts | None = None
+    """The path, query and headers rendered once at start-up, when none of their templates
+    holds a ref (most calls): `render_request` then renders none of them per request."""
 
     @property
     def attached(self) -> bool:
@@ -127,6 +130,10 @@ class CallPlan:
         return self.join is not None or (
             self.for_each is not None and self.for_each.into is not None
         )
+
+
+StaticParts = tuple[str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+"""A call's (path, query, headers) as `render_request` would render them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +211,14 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
     join = _plan_join(call)
     implied = [c for c in (for_each and for_each.source, join and join.call) if c]
     headers = tuple((k.lower(), parse_template(v)) for k, v in call.headers.items())
+    call_path = parse_template(call.path)
+    query = tuple((k, parse_template(v)) for k, v in call.query.items())
     return CallPlan(
         name=name,
         backend=call.backend,
         method=traits.method,
-        path=parse_template(call.path),
-        query=tuple((k, parse_template(v)) for k, v in call.query.items()),
+        path=call_path,
+        query=query,
         headers=headers,
         arguments=traits.arguments,
         needs=tuple(dict.fromkeys([*call.needs, *implied])),
@@ -241,7 +250,24 @@ def _plan_call(call: CallSpec, backend: BackendSpec, traits: CallTraits, place: 
         header_client_refs=tuple(
             ref for _, template in headers for ref in template.refs if ref.from_client
         ),
+        static=_static_parts(call_path, query, headers),
     )
+
+
+def _static_parts(
+    path: Template,
+    query: tuple[tuple[str, Template], ...],
+    headers: tuple[tuple[str, Template], ...],
+) -> StaticParts | None:
+    """The parts `render_request` renders, when they read nothing (and their header values
+    are fit to send: else every request fails to build the call, as it would rendered)."""
+    templates = [path, *(t for _, t in query), *(t for _, t in headers)]
+    if not all(template.is_static for template in templates):
+        return None
+    rendered = render_pairs(headers, {})
+    if any(NOT_IN_HEADERS.search(value) for _, value in rendered):
+        return None
+    return render_text(path, {}, encode_segment), render_pairs(query, {}), rendered
 
 
 def _plan_for_each(call: CallSpec) -> ForEach | None:
@@ -330,35 +356,49 @@ def render_request(
     """
     body: bytes | None = None
     content_type: str | None = None
+    static = call.static
     try:
-        path = render_text(call.path, sources, encode_segment)
-        query = render_pairs(call.query, sources)
-        headers = render_pairs(call.headers, sources)
+        if static is not None:
+            path, query, headers = static
+        else:
+            path = render_text(call.path, sources, encode_segment)
+            query = render_pairs(call.query, sources)
+            headers = render_pairs(call.headers, sources)
         args = call.arguments.render(sources)
         if call.body is not None:
             body, content_type = call.body.render(sources, client_body)
     except MissingValue as exc:
         raise MissingValue(f"cannot build the request: {exc}") from None
-    for key, value in headers:
-        if NOT_IN_HEADERS.search(value):
-            # client values were refused before any call (check_request): this one came
-            # from an earlier call's result, and header injection fails the call, not the request
-            raise UnsafeValue(
-                f"cannot build the request: header {key!r} would carry control characters"
-            )
-    own_query = {k for k, _ in query}
-    own_headers = {k for k, _ in headers}
+    if static is None:
+        for key, value in headers:
+            if NOT_IN_HEADERS.search(value):
+                # client values were refused before any call (check_request): this one came
+                # from an earlier call's result, and header injection fails the call, not
+                # the request
+                raise UnsafeValue(
+                    f"cannot build the request: header {key!r} would carry control characters"
+                )
     return BackendRequest(
         method=call.method,
         path=path,
-        query=query + tuple((k, v) for k, v in forwarded_query if k not in own_query),
-        headers=headers + tuple((k, v) for k, v in forwarded_headers if k not in own_headers),
+        query=_with_forwarded(query, forwarded_query),
+        headers=_with_forwarded(headers, forwarded_headers),
         args=args,
         deadline=deadline,
         identity=identity,
         body=body,
         content_type=content_type,
     )
+
+
+def _with_forwarded(
+    own: tuple[tuple[str, str], ...], forwarded: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The call's own pairs, then the forwarded ones whose names it does not set itself."""
+    if not own or not forwarded:
+        return own or forwarded
+    names = {name for name, _ in own}
+    return own + tuple(pair for pair in forwarded if pair[0] not in names)
 
 
 def render_pairs(

@@ -27,6 +27,7 @@ from gateway.config.settings import Settings
 from gateway.observability.logging import logging_config
 from gateway.observability.multiprocess import group_metrics_directory
 from gateway.server.accept import BatchAcceptServer
+from gateway.server.collector import pace_collector
 from gateway.server.limits import HttpLimits, LimitedConfig
 from gateway.server.protocol import GatewayHttpProtocol
 from gateway.server.workers import Workers, reuse_port_socket
@@ -144,6 +145,7 @@ def run_worker(overrides: dict[str, Any], shared: socket.socket | None) -> None:
 
 def serve_one(spec: GatewaySpec, settings: Settings, sock: socket.socket | None) -> None:
     """One process's server: the app, batched accepts, the drain on SIGTERM."""
+    pace_collector()
     app = create_app(spec, settings)
     server = DrainingServer(
         uvicorn_config(app, settings),

@@ -71,6 +71,9 @@ def aggregation_handler(
     assert background is not None or not later, "background calls need a BackgroundCalls"
     # the gateway says who the client is itself (forwarding.py): a client's claims never pass
     forward_headers = tuple(h for h in plan.forward_headers if h not in FORWARDING_HEADERS)
+    # a call that is tried once, under its policy timeout, ends within that timeout: execute
+    # then arms no deadline timer of its own for it (one timer per call, not two)
+    bounded = {call.name: single_try_bound(call) for call in plan.calls}
 
     def node(
         call: CallPlan,
@@ -115,7 +118,7 @@ def aggregation_handler(
 
         # the call's own timeout bounds each try inside the policies (gateway/policies), so
         # that retries get one each and breakers see timeouts; here only the deadline
-        return Node(call.name, call.needs, plan.timeout, run)
+        return Node(call.name, call.needs, plan.timeout, run, bounded[call.name])
 
     def forwarded_headers(request: Request, context: RequestContext) -> tuple[tuple[str, str], ...]:
         """The listed client headers (not those its Connection header names), what the
@@ -178,6 +181,16 @@ def aggregation_handler(
         return response
 
     return handle
+
+
+def single_try_bound(call: CallPlan) -> float | None:
+    """The longest a call can take when its chain (gateway/policies/chain.py) tries it once
+    under its per-try timeout and nothing in it waits (no retry, hedge, coalescing, cache,
+    nor a `for_each` of many requests); None otherwise."""
+    policies = call.policies
+    once = policies.retry is None and policies.hedge is None
+    alone = not policies.coalesce and policies.cache is None and call.for_each is None
+    return policies.timeout if once and alone else None
 
 
 def respond(
@@ -356,7 +369,7 @@ def _observe(
         else:
             kind = type(outcome.error).__name__
             failed.append(name)
-        metrics.call_latency.labels(endpoint, name, kind).observe(outcome.elapsed)
+        metrics.called(endpoint, name, kind, outcome.elapsed)
     return tuple(failed)
 
 

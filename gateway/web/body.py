@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,10 +26,11 @@ def body_limit(limit: int) -> Step:
     return step
 
 
-def has_body(request: Request) -> bool:
-    """Whether the request carries a body at all (HTTP/1.1 framing headers)."""
-    length = request.headers.get("content-length")
-    return (length is not None and length != "0") or "transfer-encoding" in request.headers
+def declares_body(headers: Mapping[str, str]) -> bool:
+    """Whether a request with these headers (lower-case names: a context's `headers`)
+    carries a body at all (HTTP/1.1 framing headers)."""
+    length = headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in headers
 
 
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:

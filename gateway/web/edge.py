@@ -23,6 +23,8 @@ from gateway.web.shedding import UNSHED_PATHS, Admission
 
 log = logging.getLogger("gateway.web")
 
+_ID = b"x-request-id"
+
 
 class EdgeMiddleware:
     """Pure ASGI middleware; one instance per app."""
@@ -45,27 +47,30 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        received = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = choose_request_id(received.decode("latin-1") if received is not None else None)
+        received = None
+        for name, value in scope["headers"]:
+            if name == _ID:  # ASGI servers give lower-case names
+                received = value.decode("latin-1")
+                break
+        request_id = choose_request_id(received)
         token = current_request_id.set(request_id)
-        raw_id = request_id.encode()
+        id_header = (_ID, request_id.encode())
         answered = 0  # the status sent; 0 until the answer starts
 
         async def send_with_id(message: Message) -> None:
             nonlocal answered
             if message["type"] == "http.response.start":
                 answered = message["status"]
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
-                ]
-                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+                # ours replaces any the app (or an upstream, through a passthrough) set
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _ID]
+                headers.append(id_header)
+                message["headers"] = headers
             await send(message)
 
-        metrics, admission = self.metrics, self.admission
         # probes and scrapes are never shed, and not counted as traffic
         counted = scope["path"] not in UNSHED_PATHS
-        if counted and not admission.admit():
-            metrics.shed.inc()
+        if counted and not self.admission.admit():
+            self.metrics.shed.inc()
             refusal = problem(
                 503,
                 "the gateway is at capacity; retry later",
@@ -91,9 +96,9 @@ class EdgeMiddleware:
                 await crash(scope, receive, send_with_id)
         finally:
             if counted:
-                admission.leave()
-                route = scope.get("route")
-                endpoint = getattr(route, "path", "unmatched")
-                metrics.requests.labels(endpoint, scope["method"], str(answered or 500)).inc()
-                metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+                self.admission.leave()
+                endpoint = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.answered(
+                    endpoint, scope["method"], answered or 500, time.perf_counter() - started
+                )
             current_request_id.reset(token)

@@ -10,23 +10,23 @@ would pass the limit is never sent, the upstream request is broken off and the c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from gateway.errors import BodyTooLarge
-from gateway.web.body import has_body
+from gateway.web.body import declares_body
 
 UpstreamBody = bytes | AsyncIterator[bytes] | None
 
 
-async def upstream_body(request: Request, limit: int) -> UpstreamBody:
+async def upstream_body(receive: Receive, headers: Mapping[str, str], limit: int) -> UpstreamBody:
     """The request body to send: bytes when it arrived whole, else a counted stream; None
-    without one. BodyTooLarge past `limit`; ClientDisconnect if the client went away."""
-    if not has_body(request):
+    without one (by the request's `headers`, lower-case names). BodyTooLarge past `limit`;
+    ClientDisconnect if the client went away."""
+    if not declares_body(headers):
         return None
-    receive = request.receive
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnect()
