@@ -136,6 +136,11 @@ class Sampler(threading.Thread):
             self._latest.update(scrape_processes(self.url))
             for key, value in summed(self._latest).items():
                 setattr(sample, key, value)
+            if len([pid for pid in self._latest if pid]) > 1:
+                # each worker's peak came at its own moment: their sum would overstate the
+                # group's, so with workers the peak is the largest sampled sum
+                sample.in_flight_peak = sample.in_flight
+                sample.open_connections_peak = sample.open_connections
         except OSError:
             self.errors += 1  # a busy gateway may not answer in time; the gap shows in the CSV
         if self.process is not None:
