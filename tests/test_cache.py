@@ -4,12 +4,10 @@ in front of a backend written here that counts what reaches it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +21,7 @@ from gateway.errors import ConfigError
 from gateway.policies.cache import CachePolicy, Caches, Entry, lifetime, size_of
 from gateway.types import BackendResponse
 from tests.processes import Running, start_gateway
+from tests.threaded_http import JsonHandler, ThreadedHttp
 
 # --- the rules, as tables ------------------------------------------------------------------
 
@@ -116,9 +115,7 @@ class Upstream:
         self.lock = threading.Lock()
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -127,33 +124,18 @@ class Upstream:
                     n = upstream.seen[url.path]
                 if query.get("hold") == "1" and n > 1:
                     upstream.release.wait(30)
-                body = json.dumps(
-                    {"n": n, "path": url.path, "user": self.headers.get("authorization")}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if "cc" in query:
-                    self.send_header("Cache-Control", query["cc"])
-                self.end_headers()
-                self.wfile.write(body)
+                answer = {"n": n, "path": url.path, "user": self.headers.get("authorization")}
+                cache_control = {"Cache-Control": query["cc"]} if "cc" in query else {}
+                self.send_json(answer, headers=cache_control)
                 with upstream.lock:
                     upstream.answered[url.path] += 1
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.http = ThreadedHttp(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.http.close()
 
 
 CONFIG = """

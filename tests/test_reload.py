@@ -5,7 +5,6 @@ leaves the old config serving; `--workers 2`, where every worker reloads; `--wat
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -16,9 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx
@@ -26,6 +23,7 @@ import pytest
 
 from tests.logwatch import LogWatch
 from tests.processes import REPO, start_gateway
+from tests.threaded_http import JsonHandler, ThreadedHttp
 
 
 class Upstream:
@@ -38,36 +36,21 @@ class Upstream:
         self.lock = threading.Lock()
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 with upstream.lock:
                     upstream.seen[self.path] += 1
                 if self.path.startswith("/wait"):
                     upstream.waiting.set()
                     upstream.opened.wait(60)
-                body = json.dumps({"id": 1, "name": "n", "path": self.path, "extra": 1}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json({"id": 1, "name": "n", "path": self.path, "extra": 1})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.http = ThreadedHttp(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
         self.opened.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.http.close()
 
 
 BEFORE = """

@@ -4,13 +4,12 @@ whose answer has the group's summed counters and its own gauges with a `pid` lab
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from loadtests.sampler import Sampler, scrape, summed
+from tests.threaded_http import JsonHandler, ThreadedHttp
 
 SINGLE = """\
 gateway_requests_in_flight 7.0
@@ -48,7 +47,7 @@ class Answers:
 def metrics() -> Iterator[tuple[str, Answers]]:
     answers = Answers()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             body = answers.next().encode()
             self.send_response(200)
@@ -57,18 +56,11 @@ def metrics() -> Iterator[tuple[str, Answers]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    http = ThreadedHttp(Handler)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
+        yield http.url, answers
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        http.close()
 
 
 def test_one_process_is_read_as_it_answers(metrics: tuple[str, Answers]) -> None:

@@ -4,7 +4,6 @@ request in flight completes, and the supervisor exits 0 with no process left beh
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,15 +12,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from tests.processes import REPO
+from tests.threaded_http import JsonHandler, ThreadedHttp
 
 DRAIN_SECONDS = 2.0
 
@@ -47,31 +45,18 @@ class Gate:
         self.arrived = threading.Event()
         gate = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 gate.arrived.set()
                 gate.opened.wait(60)
-                body = json.dumps({"released": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json({"released": True})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.http = ThreadedHttp(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
         self.opened.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.http.close()
 
 
 @pytest.fixture
