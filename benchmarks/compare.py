@@ -157,6 +157,26 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def wait_workers_listening(system: System, workers: int, timeout: float = 60) -> None:
+    """Until `workers` processes of the system's tree listen on its port (`--workers N`:
+    each worker binds its own SO_REUSEPORT socket, the first one open is not all of them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parent = psutil.Process(system.process.pid)
+        listening = 0
+        for process in [parent, *parent.children(recursive=True)]:
+            try:
+                sockets = process.net_connections(kind="tcp")
+            except psutil.Error:
+                continue  # a process that just ended or started
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == system.port for c in sockets):
+                listening += 1
+        if listening >= workers:
+            return
+        time.sleep(0.05)  # polling sockets that are not open yet
+    raise RuntimeError(f"{system.name}: fewer than {workers} workers listen on {system.port}")
+
+
 @contextmanager
 def started(candidate: Candidate, cpu: str | None) -> Iterator[System]:
     port = free_port()
@@ -383,7 +403,8 @@ def workers(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
     cases = [("/three", 64), ("/three", 512)]
     with ExitStack() as stack:
         systems = [stack.enter_context(started(c, None)) for c in candidates]
-        time.sleep(2)  # every worker listening: a benchmark's pause, not a test's sync
+        for system in systems:
+            wait_workers_listening(system, 2 if system.name.endswith(" x2") else 1)
         results = alternate(systems, cases, args, None)
     print(
         f"--workers 2 against 1 (unpinned), 3-call fan-out, {args.runs} runs of {args.seconds:g} s"
