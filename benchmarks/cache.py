@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from tests.processes import Running, start_gateway, start_service
 
@@ -76,18 +77,32 @@ async def round_of(
     return samples
 
 
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+
+
 async def compare(
-    cached: Running, uncached: Running, clients: int, seconds: float
-) -> dict[str, list[float]]:
+    cached: Running, uncached: Running, services: list[Running], clients: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Latencies of each gateway, and the CPU seconds each process spent during its rounds
+    (`gateway`, the services, `load`: this process)."""
     results: dict[str, list[float]] = {"cached": [], "uncached": []}
+    cpu: dict[str, dict[str, float]] = {"cached": {}, "uncached": {}}
+    others = {s.name: psutil.Process(s.process.pid) for s in services}
+    others["load"] = psutil.Process()
     connector = aiohttp.TCPConnector(limit=2 * clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         for gateway in (cached, uncached):
             await round_of(session, gateway.url, clients, 1.0)  # warm-up (fills the cache)
         for _ in range(4):
             for name, gateway in (("cached", cached), ("uncached", uncached)):
+                processes = {"gateway": psutil.Process(gateway.process.pid), **others}
+                before = cpu_seconds(processes)
                 results[name] += await round_of(session, gateway.url, clients, seconds / 4)
-    return results
+                after = cpu_seconds(processes)
+                for process, spent in after.items():
+                    cpu[name][process] = cpu[name].get(process, 0.0) + spent - before[process]
+    return results, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 path = Path(tmp) / f"{name}.yaml"
                 path.write_text(PAGE.format(catalog=catalog.url, reviews=reviews.url, cache=cache))
                 gateways.append(start_gateway(path, env={"GATEWAY_LOG_LEVEL": "warning"}))
-            results = asyncio.run(compare(gateways[0], gateways[1], args.clients, args.seconds))
+            results, cpu = asyncio.run(
+                compare(gateways[0], gateways[1], [catalog, reviews], args.clients, args.seconds)
+            )
     finally:
         for process in (*gateways, catalog, reviews):
             process.stop()
@@ -114,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo product page, {args.clients} clients, 20 products, {args.seconds:g} s per gateway")
     for name in ("cached", "uncached"):
         print(f"  {name:9s} {rate[name]:8.0f} req/s   p50 {p50[name] * 1000:6.2f} ms")
+        pages = len(results[name])
+        spent = "  ".join(f"{p} {s / pages * 1e6:4.0f}" for p, s in cpu[name].items())
+        print(f"            CPU us per page: {spent}")
     print(f"  req/s ratio   {rate['cached'] / rate['uncached']:6.2f}   (target >= 2)")
     print(f"  p50 ratio     {p50['cached'] / p50['uncached']:6.2f}   (target <= 0.6)")
     return 0

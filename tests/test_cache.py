@@ -18,8 +18,8 @@ import pytest
 from gateway.backends.freshness import freshness
 from gateway.config.loader import parse_spec
 from gateway.errors import ConfigError
-from gateway.policies.cache import CachePolicy, Caches, Entry, lifetime, size_of
-from gateway.types import BackendResponse
+from gateway.policies.cache import CachePolicy, Caches, Entry, cached, lifetime, size_of
+from gateway.types import BackendRequest, BackendResponse
 from tests.processes import Running, start_gateway
 from tests.threaded_http import JsonHandler, ThreadedHttp
 
@@ -86,6 +86,42 @@ def test_entries_and_bytes_stay_bounded_over_10000_keys() -> None:
     assert small.counters.evictions + big.counters.evictions == 20_000 - len(small.entries) - len(
         big.entries
     )
+
+
+async def test_peek_answers_what_a_call_would_from_the_cache_and_refreshes_stale_once() -> None:
+    now = [100.0]
+    caches = Caches(max_bytes=1_000_000, clock=lambda: now[0])
+    sent: list[str] = []
+    release = asyncio.Event()
+
+    async def upstream(request: BackendRequest) -> BackendResponse:
+        sent.append(request.path)
+        if len(sent) > 1:
+            await release.wait()  # the background refresh is held here
+        return BackendResponse(200, {"n": len(sent)})
+
+    call = cached(CachePolicy("c", ttl=10.0, stale=60.0, max_entries=10), caches)(upstream)
+    request = BackendRequest(path="/p")
+    assert call.peek(request) is None  # nothing kept yet: the call must go upstream
+    assert (await call(request)).body == {"n": 1}
+    hit = call.peek(request)
+    assert hit is not None and hit.body == {"n": 1}
+    assert call.peek(request) is not None
+    assert call.peek(BackendRequest(path="/p", identity="bob")) is None  # another user's
+    counters = call.store.counters
+    assert (counters.misses, counters.hits) == (1, 2)
+    now[0] += 11.0  # stale now, still servable
+    for _ in range(3):
+        stale = call.peek(request)
+        assert stale is not None and stale.body == {"n": 1}
+    assert counters.stale == 3 and len(caches.refreshes) == 1  # ONE refresh, in the background
+    release.set()
+    await asyncio.gather(*caches.refreshes)
+    assert sent == ["/p", "/p"]
+    fresh = call.peek(request)
+    assert fresh is not None and fresh.body == {"n": 2}
+    now[0] += 100.0  # past `stale` too: gone
+    assert call.peek(request) is None
 
 
 def test_only_idempotent_calls_may_be_cached() -> None:

@@ -231,3 +231,101 @@ endpoints:
     plan = plan_endpoint(spec.endpoints[0], spec.backends, traits_of)
     assert single_try_bound(plan.calls[0]) is not None
     assert single_try_bound(plan.calls[1]) is None
+
+
+# --- nodes ready at once (a cache hit): settled before anything runs ------------------------
+
+
+def ready_node(
+    name: str,
+    needs: tuple[str, ...],
+    ready: Any,
+    ran: list[str],
+    seen: dict[str, asyncio.Task[Any] | None] | None = None,
+) -> Node:
+    async def run(results: Mapping[str, Any]) -> Any:
+        ran.append(name)
+        if seen is not None:
+            seen[name] = asyncio.current_task()
+        return f"{name} ran"
+
+    return Node(name, needs, 5.0, run, None, ready)
+
+
+async def test_ready_nodes_and_their_ready_dependants_are_settled_without_running() -> None:
+    ran: list[str] = []
+    seen: dict[str, asyncio.Task[Any] | None] = {}
+    asked: list[Mapping[str, Any]] = []
+
+    def product(results: Mapping[str, Any]) -> tuple[Any] | None:
+        return ({"author_id": 7},)
+
+    def author(results: Mapping[str, Any]) -> tuple[Any] | None:
+        asked.append(dict(results))
+        return ({"author": results["product"]["author_id"]},)
+
+    loop = asyncio.get_running_loop()
+    outcomes = await execute(
+        [
+            # listed before what it needs: settling goes round until nothing more is ready
+            ready_node("author", ("product",), author, ran),
+            ready_node("product", (), product, ran),
+            where("reviews", seen),
+        ],
+        loop.time() + 5,
+    )
+    assert ran == []
+    assert asked == [{"product": {"author_id": 7}}]
+    assert outcomes["author"].value == {"author": 7}
+    assert list(outcomes) == ["author", "product", "reviews"]  # the nodes' order
+    # what is left has nothing to wait for: it runs in the caller's task
+    assert seen["reviews"] is asyncio.current_task()
+
+
+async def test_a_node_not_ready_runs_once_and_is_asked_once() -> None:
+    ran: list[str] = []
+    asked: list[str] = []
+
+    def not_yet(results: Mapping[str, Any]) -> tuple[Any] | None:
+        asked.append("miss")
+        return None
+
+    def hit(results: Mapping[str, Any]) -> tuple[Any] | None:
+        return (1,)
+
+    loop = asyncio.get_running_loop()
+    outcomes = await execute(
+        [ready_node("miss", (), not_yet, ran), ready_node("hit", (), hit, ran)], loop.time() + 5
+    )
+    assert asked == ["miss"] and ran == ["miss"]
+    assert outcomes["miss"].value == "miss ran" and outcomes["hit"].value == 1
+
+
+async def test_a_ready_node_may_fail_and_a_dependant_of_a_running_node_waits_for_it() -> None:
+    ran: list[str] = []
+
+    def broken(results: Mapping[str, Any]) -> tuple[Any] | None:
+        raise BadStatus("no", status=502)
+
+    def needs_slow(results: Mapping[str, Any]) -> tuple[Any] | None:
+        return (results["slow"] + 1,)
+
+    async def slow(results: Mapping[str, Any]) -> Any:
+        await asyncio.sleep(0)  # it waits once, so the graph really runs concurrently
+        return 41
+
+    loop = asyncio.get_running_loop()
+    outcomes = await execute(
+        [
+            ready_node("broken", (), broken, ran),
+            ready_node("skipped", ("broken",), needs_slow, ran),
+            Node("slow", (), 5.0, slow),
+            ready_node("after", ("slow",), needs_slow, ran),
+        ],
+        loop.time() + 5,
+    )
+    assert isinstance(outcomes["broken"].error, BadStatus)
+    skipped = outcomes["skipped"].error
+    assert isinstance(skipped, Skipped) and skipped.cause == "broken"
+    # `after` needed a call that had to run: it ran after it, as a node always did
+    assert ran == ["after"] and outcomes["after"].value == "after ran"

@@ -12,6 +12,11 @@ endpoints) nothing waits for anything: the last node runs in the caller's task a
 others in tasks of a group (a lone node needs no task at all), and no futures are made.
 A node whose own timeout ends before the deadline (`Node.bounded`) gets no second timer
 here: one timer per call, not two.
+
+A node that can answer at once (`Node.ready`: a call whose fresh answer is in the process's
+cache) is settled before anything starts, as are those of its dependants that can too; only
+what is left runs as above. A cached product page then makes its one uncached call in the
+caller's task: no task, future or timer for the hits (`python -m benchmarks.cache`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class Node:
     """Seconds within which `run` ends by itself, a timeout included (a call whose only try
     is bounded by its policy timeout); None: unknown. When that ends before `timeout` and
     the deadline, `execute` arms no timer of its own for the node."""
+    ready: Callable[[Mapping[str, Any]], tuple[JSON] | None] | None = None
+    """The node's value at once, without waiting for anything (wrapped in a 1-tuple: the
+    value may be None), or None when it has to `run`; it may raise `CallError` as `run`
+    does. Given the same results as `run` would be. None: the node always runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +87,58 @@ async def execute(
     answered the client): nodes may need them, and they are not returned again.
     """
     loop = asyncio.get_running_loop()
-    if not done and not any(node.needs for node in nodes):
-        return await _execute_independent(nodes, deadline, loop)
+    known = dict(done or {})
+    settled = _settle(nodes, known, loop) if any(n.ready is not None for n in nodes) else {}
+    if settled:
+        rest = [node for node in nodes if node.name not in settled]
+        ran = await _execute(rest, deadline, known, loop) if rest else {}
+        return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
+    return await _execute(nodes, deadline, known, loop)
+
+
+def _settle(
+    nodes: Sequence[Node], known: dict[str, Outcome], loop: asyncio.AbstractEventLoop
+) -> dict[str, Outcome]:
+    """The outcomes of the nodes that are ready at once (added to `known` as they come, so
+    a dependant of a ready node may be ready too)."""
+    settled: dict[str, Outcome] = {}
+    tried: set[str] = set()  # asked once: the results it depends on do not change
+    progress = True
+    while progress:
+        progress = False
+        for node in nodes:
+            if node.ready is None or node.name in tried:
+                continue
+            if not all(need in known and known[need].ok for need in node.needs):
+                continue  # waits for a call that runs, or is skipped the usual way
+            tried.add(node.name)
+            results = {name: outcome.value for name, outcome in known.items() if outcome.ok}
+            started = loop.time()
+            try:
+                value = node.ready(results)
+            except CallError as exc:
+                outcome = Outcome(node.name, loop.time() - started, error=exc.with_traceback(None))
+            else:
+                if value is None:
+                    continue
+                outcome = Outcome(node.name, loop.time() - started, value=value[0])
+            settled[node.name] = known[node.name] = outcome
+            progress = True
+    return settled
+
+
+async def _execute(
+    nodes: Sequence[Node],
+    deadline: float,
+    known: Mapping[str, Outcome],
+    loop: asyncio.AbstractEventLoop,
+) -> dict[str, Outcome]:
+    """Run `nodes`, which may need the calls of `known` (finished already)."""
+    if all(need in known for node in nodes for need in node.needs):
+        return await _execute_independent(nodes, deadline, loop, known)
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
-    for name, outcome in (done or {}).items():
+    for name, outcome in known.items():
         finished[name] = loop.create_future()
         finished[name].set_result(outcome)
         if outcome.ok:
@@ -101,20 +157,31 @@ async def execute(
 
 
 async def _execute_independent(
-    nodes: Sequence[Node], deadline: float, loop: asyncio.AbstractEventLoop
+    nodes: Sequence[Node],
+    deadline: float,
+    loop: asyncio.AbstractEventLoop,
+    known: Mapping[str, Outcome],
 ) -> dict[str, Outcome]:
-    """`execute` for nodes of which none needs another: the last runs in this task, the
-    others in tasks of a group (they start as soon as it first waits)."""
-    results: dict[str, JSON] = {}  # no node reads another's: that would be a `needs`
+    """`execute` for nodes of which none needs another that is still to run (they may need
+    the finished calls of `known`): the last runs in this task, the others in tasks of a
+    group (they start as soon as it first waits)."""
     if not nodes:
         return {}  # an endpoint whose every call runs in the background
+    finished: dict[str, asyncio.Future[Outcome]] = {}
+    results: dict[str, JSON] = {}
+    if known and any(node.needs for node in nodes):
+        for name, outcome in known.items():
+            finished[name] = loop.create_future()
+            finished[name].set_result(outcome)
+            if outcome.ok:
+                results[name] = outcome.value
     if len(nodes) == 1:
         only = nodes[0]
-        return {only.name: await _run_node(only, {}, results, deadline, loop)}
+        return {only.name: await _run_node(only, finished, results, deadline, loop)}
     outcomes: dict[str, Outcome] = {}
 
     async def run(node: Node) -> None:
-        outcomes[node.name] = await _run_node(node, {}, results, deadline, loop)
+        outcomes[node.name] = await _run_node(node, finished, results, deadline, loop)
 
     async with asyncio.TaskGroup() as group:
         for node in nodes[:-1]:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import CallError
 from gateway.policies.coalesce import coalesce_key
-from gateway.types import BackendRequest, BackendResponse, Call, Policy
+from gateway.types import BackendRequest, BackendResponse, Call
 
 log = logging.getLogger("gateway.cache")
 
@@ -192,55 +192,87 @@ def size_of(response: BackendResponse) -> int:
     return len(orjson.dumps(response.body)) + 64
 
 
-def cached(policy: CachePolicy, caches: Caches) -> Policy:
+class CachedCall:
+    """A call behind an in-process cache: a `Call` (a miss goes through and is kept), plus
+    `peek`, the cached answer without waiting for anything (the engine settles such a call
+    before it starts any task: gateway/engine/execute.py)."""
+
+    __slots__ = ("caches", "inner", "policy", "store")
+
+    def __init__(self, inner: Call, policy: CachePolicy, caches: Caches) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.caches = caches
+        self.store = caches.cache(policy.name, policy.max_entries)
+
+    def __repr__(self) -> str:
+        return f"<CachedCall {self.store!r}>"
+
+    async def __call__(self, request: BackendRequest) -> BackendResponse:
+        key = cache_key(request, self.policy.shared)
+        if key is None:
+            return await self.inner(request)
+        found = self._served(key, request)
+        if found is not None:
+            return found
+        self.store.counters.misses += 1
+        return await self._fetch(key, request)
+
+    def peek(self, request: BackendRequest) -> BackendResponse | None:
+        """The answer this call would give from the cache now (fresh, or stale while one
+        refresh runs in the background), or None: the call has to go upstream."""
+        key = cache_key(request, self.policy.shared)
+        return None if key is None else self._served(key, request)
+
+    def _served(self, key: Hashable, request: BackendRequest) -> BackendResponse | None:
+        store = self.store
+        entry = store.get(key)
+        if entry is None:
+            return None
+        now = self.caches.clock()
+        if now < entry.fresh_until:
+            store.counters.hits += 1
+            return entry.response
+        if now < entry.stale_until:
+            store.counters.stale += 1
+            if not entry.refreshing:
+                entry.refreshing = True
+                caches = self.caches
+                task = asyncio.get_running_loop().create_task(
+                    self._refresh(key, request, entry), name=f"cache-refresh:{self.policy.name}"
+                )
+                caches.refreshes.add(task)
+                task.add_done_callback(caches.refreshes.discard)
+            return entry.response
+        return None
+
+    async def _fetch(self, key: Hashable, request: BackendRequest) -> BackendResponse:
+        response = await self.inner(request)
+        ttl = lifetime(self.policy, response)
+        if ttl is not None:
+            now = self.caches.clock()
+            fresh, stale = now + ttl, now + ttl + self.policy.stale
+            self.store.put(key, Entry(response, size_of(response), fresh, stale))
+        else:
+            self.store.drop(key)
+        return response
+
+    async def _refresh(self, key: Hashable, request: BackendRequest, entry: Entry) -> None:
+        try:
+            # the refresh outlives the request that saw the stale entry: no deadline
+            await self._fetch(key, replace(request, deadline=None))
+        except CallError as exc:
+            log.info("cache %s: background refresh failed: %s", self.policy.name, exc)
+        finally:
+            entry.refreshing = False
+
+
+def cached(policy: CachePolicy, caches: Caches) -> Callable[[Call], CachedCall]:
     """Serve fresh answers from the cache, stale ones while refreshing once in the
     background, and call through (and keep the answer) on a miss."""
-    store = caches.cache(policy.name, policy.max_entries)
 
-    def policy_for(inner: Call) -> Call:
-        async def fetch(key: Hashable, request: BackendRequest) -> BackendResponse:
-            response = await inner(request)
-            ttl = lifetime(policy, response)
-            if ttl is not None:
-                now = caches.clock()
-                fresh, stale = now + ttl, now + ttl + policy.stale
-                store.put(key, Entry(response, size_of(response), fresh, stale))
-            else:
-                store.drop(key)
-            return response
-
-        async def refresh(key: Hashable, request: BackendRequest, entry: Entry) -> None:
-            try:
-                # the refresh outlives the request that saw the stale entry: no deadline
-                await fetch(key, replace(request, deadline=None))
-            except CallError as exc:
-                log.info("cache %s: background refresh failed: %s", policy.name, exc)
-            finally:
-                entry.refreshing = False
-
-        async def call(request: BackendRequest) -> BackendResponse:
-            key = cache_key(request, policy.shared)
-            if key is None:
-                return await inner(request)
-            entry = store.get(key)
-            now = caches.clock()
-            if entry is not None and now < entry.fresh_until:
-                store.counters.hits += 1
-                return entry.response
-            if entry is not None and now < entry.stale_until:
-                store.counters.stale += 1
-                if not entry.refreshing:
-                    entry.refreshing = True
-                    task = asyncio.get_running_loop().create_task(
-                        refresh(key, request, entry), name=f"cache-refresh:{policy.name}"
-                    )
-                    caches.refreshes.add(task)
-                    task.add_done_callback(caches.refreshes.discard)
-                return entry.response
-            store.counters.misses += 1
-            return await fetch(key, request)
-
-        return call
+    def policy_for(inner: Call) -> CachedCall:
+        return CachedCall(inner, policy, caches)
 
     return policy_for
 

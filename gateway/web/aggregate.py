@@ -42,7 +42,8 @@ from gateway.errors import (
     Skipped,
 )
 from gateway.observability.metrics import GatewayMetrics
-from gateway.types import JSON, Call
+from gateway.policies.cache import CachedCall
+from gateway.types import JSON, BackendRequest, Call
 from gateway.web.background import BackgroundCalls
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding, connection_named
 from gateway.web.observe import note_failed_calls
@@ -85,7 +86,28 @@ def aggregation_handler(
         backend_call = calls[call.name]
         forwarded_query, forwarded_headers = forwarded
 
+        peek = backend_call.peek if isinstance(backend_call, CachedCall) else None
+        rendered: BackendRequest | None = None  # by `ready`, for `run` after a miss
+
+        def ready(results: Mapping[str, Any]) -> tuple[JSON] | None:
+            nonlocal rendered
+            assert peek is not None
+            rendered = render_request(
+                call,
+                {**context.sources, "calls": results},
+                forwarded_query,
+                forwarded_headers,
+                deadline,
+                identity=identity,
+                client_body=context.raw_body,
+            )
+            response = peek(rendered)
+            return None if response is None else (pick_field(response.body, call.shape.pick),)
+
         async def run(results: Mapping[str, Any]) -> JSON:
+            if rendered is not None:  # `ready` rendered it from these results: a miss
+                response = await backend_call(rendered)
+                return pick_field(response.body, call.shape.pick)
             # the results of the calls finished so far are the `calls` source
             sources = {**context.sources, "calls": results}
             if call.for_each is not None:
@@ -118,7 +140,9 @@ def aggregation_handler(
 
         # the call's own timeout bounds each try inside the policies (gateway/policies), so
         # that retries get one each and breakers see timeouts; here only the deadline
-        return Node(call.name, call.needs, plan.timeout, run, bounded[call.name])
+        if peek is None or call.for_each is not None:
+            return Node(call.name, call.needs, plan.timeout, run, bounded[call.name])
+        return Node(call.name, call.needs, plan.timeout, run, bounded[call.name], ready)
 
     def forwarded_headers(request: Request, context: RequestContext) -> tuple[tuple[str, str], ...]:
         """The listed client headers (not those its Connection header names), what the
