@@ -4,10 +4,12 @@ in front of a backend written here that counts what reaches it."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -377,3 +379,33 @@ def test_a_redis_cache_that_is_down_sends_calls_upstream(
     assert statuses == [200, 200, 200]
     assert upstream.seen["/shared/k2"] == 3
     assert errors >= 3
+
+
+def test_a_reload_that_changes_cluster_redis_moves_the_shared_cache_to_it(
+    upstream: Upstream, redis_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # nothing listens there: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(SHARED.format(up=upstream.url, redis=dead))
+    gateway = start_gateway(config)
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            assert http.get("/shared/k3").status_code == 200  # Redis down: upstream
+            assert metric(http, "gateway_cache_errors_total", "up") >= 1
+            config.write_text(SHARED.format(up=upstream.url, redis=redis_url))
+            gateway.process.send_signal(signal.SIGHUP)
+            for _ in range(2000):  # each try a round trip: until the new config serves
+                if 'gateway_config_reloads_total{outcome="ok"} 1.0' in http.get("/metrics").text:
+                    break
+            else:
+                raise AssertionError("the reload never finished")
+            errors = metric(http, "gateway_cache_errors_total", "up")
+            bodies = [http.get("/shared/k3").json() for _ in range(3)]
+            assert metric(http, "gateway_cache_errors_total", "up") == errors  # no more
+            assert metric(http, "gateway_cache_hits_total", "up") == 2
+    finally:
+        assert gateway.stop() == 0
+    assert bodies == [{"n": 2, "path": "/shared/k3", "user": None}] * 3
+    assert upstream.seen["/shared/k3"] == 2  # once before the reload, once into the new Redis

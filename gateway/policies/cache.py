@@ -100,6 +100,11 @@ class Caches:
                 cache = self.caches.pop(name)
                 self.total -= cache.counters.bytes
 
+    async def close_redis(self) -> None:
+        """Close the cluster's Redis client, if there is one (shutdown)."""
+        if self.redis is not None:
+            await self.redis.aclose()
+
     async def aclose(self) -> None:
         """Cancel background refreshes (on shutdown): their callers are long gone."""
         for task in list(self.refreshes):

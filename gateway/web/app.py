@@ -54,7 +54,6 @@ from gateway.web.ndjson import stream_handler
 from gateway.web.observe import ObserveMiddleware
 from gateway.web.problems import http_exception_handler
 from gateway.web.proxy import proxy_handler
-from gateway.web.ratelimit.shared import redis_client
 from gateway.web.reload import watching
 from gateway.web.request_body import body_step
 from gateway.web.runtime import Generation, Runtime
@@ -106,16 +105,11 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                     serving_admin(admin, settings.host, settings.admin_port)
                 )
             caches = Caches(settings.cache_max_bytes)
+            # the Redis of `store: redis` caches is the runtime's (it follows `cluster.redis`
+            # across reloads): the one in use is closed after the refreshes are cancelled
+            stack.push_async_callback(caches.close_redis)
             stack.push_async_callback(caches.aclose)
             metrics.registry.register(CacheCollector(caches))
-            if spec.cluster.redis is not None:
-                # for caches with `store: redis`; it connects when first used
-                caches.redis = redis_client(
-                    spec.cluster.redis,
-                    settings.redis_timeout_seconds,
-                    settings.redis_max_connections,
-                )
-                stack.push_async_callback(caches.redis.aclose)
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
             tracer = tracing.tracer if tracing else None
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.asyncio import Redis
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,6 +47,7 @@ from gateway.policies.metrics import PolicyMetrics
 from gateway.web.guard_metrics import GuardMetrics
 from gateway.web.guards import Guards, open_guards
 from gateway.web.health import Health
+from gateway.web.ratelimit.shared import redis_client
 
 log = logging.getLogger("gateway.reload")
 
@@ -83,6 +85,8 @@ class Generation:
     routes: list[BaseRoute] = field(default_factory=list)
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    cache_redis: Redis | None = None
+    """The Redis its `store: redis` caches use (`cluster.redis`; None: none)."""
 
     def __repr__(self) -> str:
         return f"<Generation {self.number} {self.hash} [{self.in_flight} in flight]>"
@@ -176,6 +180,7 @@ class Runtime:
         self._count = 0
         self._lock = asyncio.Lock()
         self._scheduled: asyncio.Task[bool] | None = None
+        self._cache_redis_url: str | None = None
 
     def __repr__(self) -> str:
         return f"<Runtime {self.current!r} [{len(self.retiring)} retiring]>"
@@ -271,11 +276,28 @@ class Runtime:
             # an unchanged backend keeps its caches; a changed or removed one loses them
             gone = {n for n in previous.backends if n not in inherited}
             self.caches.forget(gone)
+        self._cluster_cache(spec.cluster.redis)
         generation = Generation(
             number, spec, digest, time.time(), backends, resilience, guards, guard_stack
         )
+        generation.cache_redis = self.caches.redis
         generation.routes = [*self._counted(generation, self.build_routes(generation))]
         return generation
+
+    def _cluster_cache(self, url: str | None) -> None:
+        """The Redis of `store: redis` caches, for routes built from now on: a new client
+        when `cluster.redis` changed (it connects when first used; the old one is closed
+        when the last generation using it retires)."""
+        if url == self._cache_redis_url and (url is None) == (self.caches.redis is None):
+            return
+        self._cache_redis_url = url
+        self.caches.redis = (
+            None
+            if url is None
+            else redis_client(
+                url, self.settings.redis_timeout_seconds, self.settings.redis_max_connections
+            )
+        )
 
     def _counted(self, generation: Generation, routes: Sequence[Route]) -> list[Route]:
         for route in routes:
@@ -363,6 +385,8 @@ class Runtime:
             self.current is None or self.current.guards is not old.guards
         ):
             await old.guard_stack.aclose()
+        if old.cache_redis is not None and old.cache_redis is not self.caches.redis:
+            await old.cache_redis.aclose()  # `cluster.redis` changed since
         log.info("generation %d retired", old.number)
 
 
