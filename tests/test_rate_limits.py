@@ -169,10 +169,10 @@ async def hammer_concurrently(
 def test_two_processes_spending_leases_still_hold_one_limit_between_them(
     catalog: Running, redis_url: str, tmp_path: Path
 ) -> None:
-    """A limit high enough for leases (300/s with 200 ms leases: up to 30 tokens each, four
-    times the default lifetime, so each process holds more for longer than it would by
-    default), asked well past it through two processes: the sum still stays within +-10%
-    of the limit. Under a limit far above the load, most takes are served from a lease,
+    """A limit high enough for leases (300/s with 200 ms leases: up to 30 tokens each, twice
+    the default lifetime, so each process holds more for longer than it would by default),
+    asked well past it through two processes: the sum still stays within +-10% of the
+    limit. Under a limit far above the load, most takes are served from a lease,
     not a round trip."""
     limit = f"leased{uuid.uuid4().hex[:6]}"
     text = LEASED.format(catalog=catalog.url, limit=limit, rate=LEASED_RATE)

@@ -220,11 +220,11 @@ class ClusterSpec(Model):
         description="redis:// URL, e.g. ${REDIS_URL} (empty or unset: each process limits alone).",
     )
     lease: Lapse = Field(
-        default=0.05,
+        default=0.1,
         le=1.0,
         description="How long a process may spend shared tokens it took ahead from Redis "
-        "(a lease: fewer round trips, less even between processes near the limit); 0: every "
-        "take asks Redis.",
+        "(a lease: fewer round trips, less even between processes near the limit), at most "
+        "1s; 0: every take asks Redis.",
     )
 
 

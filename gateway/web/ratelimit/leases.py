@@ -7,7 +7,7 @@ the same script that decides the request) and the requests after it spend the re
 without asking Redis. The sum across processes still never exceeds the limit, since every
 token spent here was taken from the shared bucket first; what a lease costs is precision:
 
-* a lease lives `cluster.lease` seconds (default 50 ms); the tokens it still holds then are
+* a lease lives `cluster.lease` seconds (default 100 ms); the tokens it still holds then are
   lost, never handed back, so a process that asked for more than it spends lets through a
   little less than the limit, never more;
 * near the limit, a process holding a lease may serve requests while another, finding the
@@ -18,7 +18,7 @@ A lease is sized from this process's own pace for that bucket (what it spent of 
 lease, and how fast: `next_size`), so a bucket whose requests are spread over many processes
 asks each for its share, not for the whole rate; it is at most `cap` tokens: what the limit
 refills in a lease's lifetime and a tenth of its burst (`LEASE_SHARE`), at least 1. A limit
-whose cap is 1 (10/s with 50 ms leases) never holds a lease: each take is a round trip, as
+whose cap is 1 (10/s with 100 ms leases) never holds a lease: each take is a round trip, as
 without leases, and keeps exact counts. The first take of a bucket asks for one token: a
 client that sends one request costs no more than before.
 
