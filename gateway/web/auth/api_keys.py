@@ -63,13 +63,13 @@ class ApiKeyAuthenticator:
             raise Unauthorized("not an API key of this gateway")
         hashed = digest(key)
         now = time.monotonic()
-        identity = self.cache.get(hashed, now)
-        if identity is None:
-            identity = await self._look_up(key_id, hashed)  # CallError: the store is down
-            self.cache.put(hashed, identity, now + self.cache_seconds)
-        if identity is _REFUSED:
+        accepted = self.cache.get(hashed, now)
+        if accepted is None:
+            accepted = await self._look_up(key_id, hashed)  # CallError: the store is down
+            self.cache.put(hashed, accepted, now + self.cache_seconds)
+        if accepted is _REFUSED:
             raise Unauthorized("unknown or revoked API key")
-        return identity
+        return accepted
 
     async def _look_up(self, key_id: str, hashed: str) -> Accepted:
         stored = await self.store.find(key_id)
