@@ -10,7 +10,9 @@ Rounds of the two alternate so drift in machine load hits both alike. Printed: p
 and requests/s of /protected divided by /open (target <= 1.15x latency), once with the
 buckets in the process and once shared through Redis (an embedded one, unless REDIS_URL is
 set), plus the in-process cost of one token verification and of a cached lookup, which is
-why tokens are verified once.
+why tokens are verified once, and the in-process CPU of each step per request (the auth
+step with a cached token, the rate-limit step with buckets in the process or served from a
+lease), best of several runs.
 
 Processes: one catalog service, two gateway workers (local buckets, Redis buckets), an
 embedded Redis, and the load generator in this process, on 127.0.0.1 ephemeral ports; every
@@ -33,10 +35,23 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
 
 from benchmarks.core import latencies
+from gateway.config.edge import JwtAuth, RateLimitSpec
 from gateway.devtools.embedded_pg import free_port
 from gateway.devtools.embedded_redis import redis_server
+from gateway.engine.context import RequestContext
+from gateway.engine.templates import Ref
+from gateway.web.auth.cache import ExpiringCache
+from gateway.web.auth.step import auth_step
+from gateway.web.auth.tokens import JwtAuthenticator
+from gateway.web.guard_metrics import GuardMetrics
+from gateway.web.ratelimit.buckets import Limit, LocalBuckets, Take, Verdict
+from gateway.web.ratelimit.leases import Leases
+from gateway.web.ratelimit.step import ProcessLimiter, rate_limit_step
+from gateway.web.steps import Step
 from tests.processes import Running, start_gateway, start_service
 
 CONFIG = """
@@ -113,6 +128,78 @@ def verification_cost(
     return verify / runs, probe / (runs * 100)
 
 
+class LeasedLimiter:
+    """The shared limiter's path for a take its leases serve (no Redis: the lease is made
+    as an answer from the script would make it)."""
+
+    def __init__(self, limit: Limit, key: str) -> None:
+        self.leases = Leases(3600.0, 10)  # a lease that outlives the measurement
+        take = [(limit, key)]
+        for _ in range(2):  # a first token, then a lease of the cap
+            ask = self.leases.ask(take, time.monotonic())
+            self.leases.settle(take, ask, True, [0.0], [ask[0][0]], time.monotonic())
+
+    def decide(self, take: Take) -> Verdict | None:
+        return self.leases.spend(take, time.monotonic())
+
+    async def take(self, take: Take) -> Verdict:
+        raise AssertionError("the lease ran out (a cap of 100000 tokens): fewer runs")
+
+
+def step_costs() -> dict[str, float]:
+    """Seconds of CPU per request of the auth step (a cached HS256 token: the cached path
+    is the same whatever the algorithm) and of the rate-limit step, in this process."""
+    secret = "s" * 32
+    metrics = GuardMetrics(CollectorRegistry())
+    spec = JwtAuth(
+        kind="jwt", secret=secret, issuer="bench", audience="bench", algorithms=["HS256"]
+    )
+    authenticator = JwtAuthenticator(
+        "users", spec, keys=None, secret=secret.encode(), cache=ExpiringCache(16), max_bytes=8192
+    )
+    claims = {"sub": "u1", "iss": "bench", "aud": "bench", "exp": int(time.time()) + 600}
+    token = jwt.encode({**claims, "scope": "read"}, secret, algorithm="HS256")
+    limit = Limit.from_spec("per_user", RateLimitSpec(key="{auth.sub}", rate="1000000/s"))
+    steps: dict[str, Step] = {
+        "auth step, cached": auth_step(
+            [authenticator], ["read"], [Ref("auth", "sub")], [], metrics
+        ),
+        "limit step, process": rate_limit_step(ProcessLimiter(LocalBuckets(16)), [limit], metrics),
+        "limit step, leased": rate_limit_step(
+            LeasedLimiter(limit, "per_user:u1"), [limit], metrics
+        ),
+    }
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"accept", b"*/*"),
+        (b"authorization", f"Bearer {token}".encode()),
+    ]
+
+    def scope() -> dict[str, object]:
+        return {"type": "http", "method": "GET", "headers": list(headers), "client": ("::1", 1)}
+
+    async def measure(step: Step, context: RequestContext, runs: int) -> float:
+        best = float("inf")
+        for _ in range(7):
+            requests = [Request(scope()) for _ in range(runs)]
+            started = time.process_time()
+            for request in requests:
+                await step(request, context)
+            best = min(best, (time.process_time() - started) / runs)
+        return best
+
+    async def all_of() -> dict[str, float]:
+        plain = RequestContext.from_scope(scope(), "bench")
+        authed = await steps["auth step, cached"](Request(scope()), plain)
+        assert isinstance(authed, RequestContext), authed
+        costs = {}
+        for name, step in steps.items():
+            costs[name] = await measure(step, plain if name.startswith("auth") else authed, 10000)
+        return costs
+
+    return asyncio.run(all_of())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         catalog.stop()
     verify, probe = verification_cost(private, public_jwk)
+    costs = step_costs()
 
     print(f"edge  ({args.clients} clients, one gateway worker, backend delay {args.delay})")
     for name, (open_samples, protected) in results.items():
@@ -172,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"  RS256 verification    {verify * 1e6:7.1f} us per token (PyJWT, in process)")
     print(f"  cached lookup         {probe * 1e6:7.3f} us per token")
+    for name, cost in costs.items():
+        print(f"  {name:21s} {cost * 1e6:7.2f} us CPU per request (in process)")
     return 0
 
 

@@ -11,12 +11,13 @@ import pytest
 
 from gateway.config.edge import RateLimitSpec, parse_rate
 from gateway.config.loader import parse_spec
-from gateway.engine.templates import parse_template
-from gateway.errors import ConfigError
+from gateway.engine.templates import Sources, parse_template, render_text
+from gateway.errors import ConfigError, MissingValue
 from gateway.web.auth.cache import ExpiringCache
 from gateway.web.auth.jwks import parse_jwks, usable_key
 from gateway.web.auth.keystore import new_key, parse_key
 from gateway.web.ratelimit.buckets import MAX_KEY_CHARS, Limit, LocalBuckets
+from gateway.web.ratelimit.step import ratelimit_heads, ratelimit_value
 from tests.idp import SigningKey
 from tests.processes import REPO
 
@@ -284,6 +285,48 @@ def test_a_bucket_key_is_rendered_hashed_when_long_and_shared_when_missing() -> 
     assert keyed.bucket({"header": {}}) == "k:"
     long = keyed.bucket({"header": {"x-tenant": "t" * 1000}})
     assert long.startswith("k:sha256:") and len(long) < MAX_KEY_CHARS
+
+
+@pytest.mark.parametrize(
+    ("key", "sources"),
+    [
+        ("{auth.sub}", {"auth": {"sub": "7"}}),  # read straight from the source
+        ("{auth.sub}", {"auth": {"sub": 7}}),  # a number, as the template writes it
+        ("{auth.sub}", {"auth": {"sub": True}}),  # "true"
+        ("{auth.sub}", {"auth": {"sub": None}}),  # no value: the shared bucket
+        ("{auth.sub}", {"auth": {"sub": {"a": 1}}}),  # not a scalar: the shared bucket
+        ("{auth.sub}", {"auth": {}}),
+        ("{auth.sub}", {}),
+        ("{header.x-tenant}", {"header": {"x-tenant": "acme"}}),
+        ("{auth.claims.tenant}", {"auth": {"claims": {"tenant": "t1"}}}),
+        ("ip-{client.ip}", {"client": {"ip": "10.0.0.1"}}),
+        ("{header.x-tenant|default:anon}", {"header": {}}),
+    ],
+)
+def test_a_bucket_key_is_what_its_template_renders(key: str, sources: Sources) -> None:
+    keyed = Limit.from_spec("k", RateLimitSpec(key=key, rate="1/s"))
+    try:
+        rendered = render_text(parse_template(key), sources, str)
+    except MissingValue:
+        rendered = ""
+    assert keyed.bucket(sources) == f"k:{rendered}"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "value"),
+    [
+        ((3.0,), '"ten";r=3;t=0'),  # full
+        ((2.0,), '"ten";r=2;t=1'),
+        ((0.5,), '"ten";r=0;t=1'),  # half a token: none left, full in 0.25 s
+        ((-1e-10,), '"ten";r=0;t=1'),  # a token taken from 0.9999999999
+        ((2.0, 0.0), '"ten";r=2;t=1, "minute";r=0;t=12'),  # 20 at 100/m: 12 s
+    ],
+)
+def test_the_ratelimit_header_counts_whole_requests_and_whole_seconds(
+    tokens: tuple[float, ...], value: str
+) -> None:
+    limits = [limit("10/s", burst=3, name="ten"), limit("100/m", burst=20, name="minute")]
+    assert ratelimit_value(ratelimit_heads(limits[: len(tokens)]), tokens) == value.encode()
 
 
 def test_the_expiring_cache_forgets_the_expired_and_the_least_recently_used() -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from gateway.config.values import Duration, HttpMethod, UpperMethod, parse_duration
+from gateway.config.values import Duration, HttpMethod, Lapse, UpperMethod, parse_duration
 
 AlgorithmName = Literal[
     "RS256",
@@ -218,6 +218,13 @@ class ClusterSpec(Model):
     redis: Annotated[str | None, BeforeValidator(_check_redis_url)] = Field(
         default=None,
         description="redis:// URL, e.g. ${REDIS_URL} (empty or unset: each process limits alone).",
+    )
+    lease: Lapse = Field(
+        default=0.1,
+        le=1.0,
+        description="How long a process may spend shared tokens it took ahead from Redis "
+        "(a lease: fewer round trips, less even between processes near the limit), at most "
+        "1s; 0: every take asks Redis.",
     )
 
 

@@ -58,3 +58,9 @@ class GuardMetrics:
             ["reason"],
             registry=r,
         )
+        self.leased_takes = Counter(
+            "gateway_rate_limit_leased_takes",
+            "Takes served from a lease: shared tokens this process took from Redis ahead of "
+            "its requests (cluster.lease), spent without a round trip.",
+            registry=r,
+        )

@@ -30,12 +30,13 @@ from gateway.web.auth.api_keys import ApiKeyAuthenticator
 from gateway.web.auth.cache import ExpiringCache
 from gateway.web.auth.jwks import JwksKeys, file_loader, url_loader
 from gateway.web.auth.keystore import KeyStore
-from gateway.web.auth.step import Authenticator, Identity, auth_step
+from gateway.web.auth.step import Accepted, Authenticator, auth_step
 from gateway.web.auth.tokens import JwtAuthenticator
 from gateway.web.cors import CorsPolicy, cors_step, route_methods
 from gateway.web.guard_metrics import GuardMetrics
 from gateway.web.health import Health
 from gateway.web.ratelimit.buckets import Limit, LocalBuckets
+from gateway.web.ratelimit.leases import Leases
 from gateway.web.ratelimit.shared import SharedBuckets, redis_client
 from gateway.web.ratelimit.step import Limiter, ProcessLimiter, rate_limit_step
 from gateway.web.steps import Step
@@ -118,7 +119,7 @@ async def open_guards(
     `metrics` are the app's (a reload opens guards again on the same ones)."""
     guards = Guards(spec, metrics or GuardMetrics(context.registry))
     for name, auth in spec.auth.items():
-        cache: ExpiringCache[Identity] = ExpiringCache(settings.auth_cache_entries)
+        cache: ExpiringCache[Accepted] = ExpiringCache(settings.auth_cache_entries)
         guards.metrics.auth_cache.labels(name).set_function(cache.__len__)
         if isinstance(auth, JwtAuth):
             guards.authenticators[name] = await _open_jwt(
@@ -145,7 +146,7 @@ async def _open_jwt(
     name: str,
     auth: JwtAuth,
     secret: bytes | None,
-    cache: ExpiringCache[Identity],
+    cache: ExpiringCache[Accepted],
     settings: Settings,
     context: OpenContext,
     metrics: GuardMetrics,
@@ -190,7 +191,7 @@ async def _open_jwt(
 async def _open_api_key(
     name: str,
     auth: ApiKeyAuth,
-    cache: ExpiringCache[Identity],
+    cache: ExpiringCache[Accepted],
     settings: Settings,
     spec: GatewaySpec,
     live: Mapping[str, LiveBackend],
@@ -219,6 +220,7 @@ async def _open_limiter(
     shared = SharedBuckets(
         redis_client(url, settings.redis_timeout_seconds, settings.redis_max_connections),
         local,
+        Leases(spec.cluster.lease, settings.rate_limit_max_keys),
         guards.metrics,
         timeout=settings.redis_timeout_seconds,
         connections=settings.redis_max_connections,

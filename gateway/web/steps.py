@@ -41,11 +41,18 @@ def _with_added(request: Request, response: Response) -> Response:
     if not added:
         return response
     names = {name for name, _ in added}
-    vary = [value for name, value in response.raw_headers if name.lower() == b"vary"]
-    kept = [(k, v) for k, v in response.raw_headers if k.lower() not in names]
+    vary: list[bytes] = []
+    kept: list[tuple[bytes, bytes]] = []
+    for header in response.raw_headers:  # one pass: this runs for every answer
+        name = header[0].lower()
+        if name == b"vary":
+            vary.append(header[1])
+        if name not in names:
+            kept.append(header)
     if vary:
         added = [(k, b", ".join([*vary, v]) if k == b"vary" else v) for k, v in added]
-    response.raw_headers = kept + added
+    kept += added
+    response.raw_headers = kept
     return response
 
 

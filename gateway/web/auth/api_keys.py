@@ -17,9 +17,9 @@ from gateway.engine.context import RequestContext
 from gateway.errors import Unauthorized
 from gateway.web.auth.cache import ExpiringCache
 from gateway.web.auth.keystore import KeyStore, digest, parse_key
-from gateway.web.auth.step import Identity, quoted
+from gateway.web.auth.step import Accepted, quoted
 
-_REFUSED: Identity = {}
+_REFUSED = Accepted({})
 """Remembered for a key the store does not know (or that is revoked)."""
 
 
@@ -32,7 +32,7 @@ class ApiKeyAuthenticator:
         spec: ApiKeyAuth,
         *,
         store: KeyStore,
-        cache: ExpiringCache[Identity],
+        cache: ExpiringCache[Accepted],
         max_bytes: int,
     ) -> None:
         self.name = name
@@ -51,7 +51,7 @@ class ApiKeyAuthenticator:
             parts += [f'error="{error.error}"', f"error_description={quoted(str(error))}"]
         return ", ".join(parts)
 
-    async def authenticate(self, context: RequestContext) -> Identity | None:
+    async def authenticate(self, context: RequestContext) -> Accepted | None:
         raw = context.headers.get(self.header)
         if raw is None:
             return None
@@ -63,22 +63,24 @@ class ApiKeyAuthenticator:
             raise Unauthorized("not an API key of this gateway")
         hashed = digest(key)
         now = time.monotonic()
-        identity = self.cache.get(hashed, now)
-        if identity is None:
-            identity = await self._look_up(key_id, hashed)  # CallError: the store is down
-            self.cache.put(hashed, identity, now + self.cache_seconds)
-        if identity is _REFUSED:
+        accepted = self.cache.get(hashed, now)
+        if accepted is None:
+            accepted = await self._look_up(key_id, hashed)  # CallError: the store is down
+            self.cache.put(hashed, accepted, now + self.cache_seconds)
+        if accepted is _REFUSED:
             raise Unauthorized("unknown or revoked API key")
-        return identity
+        return accepted
 
-    async def _look_up(self, key_id: str, hashed: str) -> Identity:
+    async def _look_up(self, key_id: str, hashed: str) -> Accepted:
         stored = await self.store.find(key_id)
         # compared even for a revoked key, and in constant time: no timing tells which
         if stored is None or not hmac.compare_digest(stored.key_sha256, hashed) or stored.revoked:
             return _REFUSED
-        return {
-            "sub": stored.name,
-            "scopes": list(stored.scopes),
-            "authenticator": self.name,
-            "key": {"id": key_id, "name": stored.name, "metadata": dict(stored.metadata)},
-        }
+        return Accepted(
+            {
+                "sub": stored.name,
+                "scopes": list(stored.scopes),
+                "authenticator": self.name,
+                "key": {"id": key_id, "name": stored.name, "metadata": dict(stored.metadata)},
+            }
+        )

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.engine.context import RequestContext
+from gateway.engine.context import RequestContext, identity_digest
 from gateway.engine.templates import Ref, lookup
 from gateway.errors import CallError, Forbidden, MissingValue, Unauthorized
 from gateway.web.guard_metrics import GuardMetrics
@@ -37,6 +39,27 @@ log = logging.getLogger("gateway.auth")
 
 Identity = dict[str, Any]
 """The `auth` source: `sub`, `claims`, `scopes`, `authenticator`, and `key` for API keys."""
+
+
+@dataclass(eq=False, slots=True)
+class Accepted:
+    """A credential's identity, built once when it is verified (or looked up) and cached
+    with it, so a repeated credential costs a cache probe: the `auth` source itself, its
+    scopes as a set, its `RequestContext.identity` digest, and each endpoint's verdict on it
+    (`grants`), remembered once decided."""
+
+    identity: Identity
+    granted: frozenset[str] = field(init=False)
+    digest: str = field(init=False)
+    verdicts: dict[int, Forbidden | None] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        scopes = self.identity.get("scopes") or ()
+        self.granted = frozenset(s for s in scopes if isinstance(s, str))
+        self.digest = identity_digest(self.identity)
+
+    def __repr__(self) -> str:
+        return f"<Accepted {self.identity.get('authenticator')} sub={self.identity.get('sub')!r}>"
 
 
 class Authenticator(Protocol):
@@ -54,11 +77,16 @@ class Authenticator(Protocol):
         """Its `WWW-Authenticate` challenge, with the error when a credential failed."""
         ...
 
-    async def authenticate(self, context: RequestContext) -> Identity | None:
+    async def authenticate(self, context: RequestContext) -> Accepted | None:
         """The identity of the request's credential; None when it carries none of ours.
 
         Raises Unauthorized for a credential that does not verify."""
         ...
+
+
+_steps = count()
+"""Numbers the auth steps: an `Accepted` remembers each endpoint's verdict by it."""
+_UNDECIDED: Any = object()
 
 
 def auth_step(
@@ -71,6 +99,13 @@ def auth_step(
     """The step of an endpoint with `auth`. `needed` are the `{auth...}` refs its templates
     (calls and rate-limit keys) read; `forwarded` its `forward_headers`."""
     required = tuple(scopes)
+    needs = tuple(needed)
+    number = next(_steps)
+    # the metric children, made once: `labels()` per request costs more than the rest
+    counted = tuple(
+        (a, {o: metrics.auth.labels(a.name, o) for o in _OUTCOMES}) for a in authenticators
+    )
+    first = counted[0][1]
     chain = tuple(authenticators)
     kept = {h.lower() for h in forwarded}
     # the credential headers, as the ASGI scope spells them (lower-case bytes)
@@ -78,54 +113,61 @@ def auth_step(
 
     async def step(request: Request, context: RequestContext) -> RequestContext | Response:
         failure: Unauthorized | None = None
-        identity: Identity | None = None
-        for authenticator in chain:
+        accepted: Accepted | None = None
+        for authenticator, outcomes in counted:
             try:
-                identity = await authenticator.authenticate(context)
+                accepted = await authenticator.authenticate(context)
             except Unauthorized as exc:
-                metrics.auth.labels(authenticator.name, "rejected").inc()
+                outcomes["rejected"].inc()
                 failure = failure or exc
                 continue
             except CallError as exc:  # the key store cannot answer: the key may be valid
-                metrics.auth.labels(authenticator.name, "unavailable").inc()
+                outcomes["unavailable"].inc()
                 log.debug("auth %s: cannot check a credential: %s", authenticator.name, exc)
                 return problem(
                     503,
                     "cannot check the credential now; retry later",
                     headers={"Retry-After": "1"},
                 )
-            if identity is not None:
-                metrics.auth.labels(authenticator.name, "accepted").inc()
+            if accepted is not None:
+                outcomes["accepted"].inc()
                 break
-        if identity is None:
+        if accepted is None:
             if failure is None:
-                metrics.auth.labels(chain[0].name, "missing").inc()
+                first["missing"].inc()
             return _unauthorized(chain, failure)
-        try:
-            _check_grants(identity, required, needed)
-        except Forbidden as exc:
-            metrics.auth.labels(identity["authenticator"], "forbidden").inc()
-            return _forbidden(exc)
+        refusal = accepted.verdicts.get(number, _UNDECIDED)
+        if refusal is _UNDECIDED:
+            refusal = accepted.verdicts[number] = grants(accepted, required, needs)
+        if refusal is not None:
+            outcomes["forbidden"].inc()
+            return _forbidden(refusal)
         if stripped:
             scope = request.scope
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in stripped]
-        return context.with_source("auth", identity)
+        return context.with_auth(accepted.identity, accepted.digest)
 
     return step
 
 
-def _check_grants(identity: Identity, required: Sequence[str], needed: Sequence[Ref]) -> None:
-    granted = identity.get("scopes") or ()
-    missing = [s for s in required if s not in granted]
+_OUTCOMES = ("accepted", "rejected", "missing", "forbidden", "unavailable")
+
+
+def grants(accepted: Accepted, required: Sequence[str], needed: Sequence[Ref]) -> Forbidden | None:
+    """Why an endpoint requiring `required` scopes and reading `needed` refs refuses this
+    identity (403), or None when it may pass. Depends on nothing but the two, so the step
+    decides it once per cached credential."""
+    missing = [s for s in required if s not in accepted.granted]
     if missing:
-        raise Forbidden(f"missing scope(s): {' '.join(missing)}", scopes=tuple(required))
-    sources = {"auth": identity}
+        return Forbidden(f"missing scope(s): {' '.join(missing)}", scopes=tuple(required))
+    sources = {"auth": accepted.identity}
     for ref in needed:
         try:
             lookup(ref, sources)
         except MissingValue:
             name = ".".join((ref.key, *ref.field))
-            raise Forbidden(f"the credential has no {name}, which this endpoint needs") from None
+            return Forbidden(f"the credential has no {name}, which this endpoint needs")
+    return None
 
 
 def _unauthorized(chain: Sequence[Authenticator], failure: Unauthorized | None) -> Response:

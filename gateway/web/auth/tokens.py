@@ -8,7 +8,9 @@ key chosen by the token's `kid` from the JWKS (gateway/web/auth/jwks.py) or the 
 
 Verification is cached per token: an RS256 check costs 62-135 us of CPU here, a cached lookup
 0.04-0.08 us (`python -m benchmarks.edge`), and a frontend sends the same token for its whole
-lifetime. An entry lives until
+lifetime. The cache is keyed by the `Authorization` value as sent, so a repeated token is
+found before the header is even parsed, and it holds the identity as the auth step uses it
+(`Accepted`: the source, its scope set and digest). An entry lives until
 the token's `exp` (plus leeway) but never longer than the authenticator's `cache`, so a key
 withdrawn from the JWKS stops vouching for its tokens within that time too. At most
 `GATEWAY_AUTH_CACHE_ENTRIES` tokens are remembered per authenticator.
@@ -37,7 +39,7 @@ from gateway.engine.context import RequestContext
 from gateway.errors import Unauthorized
 from gateway.web.auth.cache import ExpiringCache
 from gateway.web.auth.jwks import JwksKeys
-from gateway.web.auth.step import Identity, quoted
+from gateway.web.auth.step import Accepted, Identity, quoted
 
 
 class JwtAuthenticator:
@@ -52,7 +54,7 @@ class JwtAuthenticator:
         *,
         keys: JwksKeys | None,
         secret: bytes | None,
-        cache: ExpiringCache[Identity],
+        cache: ExpiringCache[Accepted],
         max_bytes: int,
     ) -> None:
         assert (keys is None) != (secret is None), "checked: one key source"
@@ -76,10 +78,15 @@ class JwtAuthenticator:
             parts += [f'error="{error.error}"', f"error_description={quoted(str(error))}"]
         return ", ".join(parts)
 
-    async def authenticate(self, context: RequestContext) -> Identity | None:
+    async def authenticate(self, context: RequestContext) -> Accepted | None:
         raw = context.headers.get("authorization")
         if raw is None:
             return None
+        now = time.time()
+        # only a header that passed every check below is ever stored under its value
+        accepted = self.cache.get(raw, now)
+        if accepted is not None:
+            return accepted
         scheme, _, token = raw.partition(" ")
         if scheme.lower() != "bearer":
             return None  # another scheme: another authenticator's, perhaps
@@ -90,14 +97,11 @@ class JwtAuthenticator:
             raise Unauthorized(
                 f"the token is longer than {self.max_bytes} bytes", error="invalid_request"
             )
-        now = time.time()
-        identity = self.cache.get(token, now)
-        if identity is None:
-            claims = await self._verify(token)
-            identity = self._identity(claims)
-            expires = min(float(claims["exp"]) + self.leeway, now + self.trust_seconds)
-            self.cache.put(token, identity, expires)
-        return identity
+        claims = await self._verify(token)
+        accepted = Accepted(self._identity(claims))
+        expires = min(float(claims["exp"]) + self.leeway, now + self.trust_seconds)
+        self.cache.put(raw, accepted, expires)
+        return accepted
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:

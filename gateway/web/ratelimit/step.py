@@ -29,6 +29,11 @@ from gateway.web.steps import Step, add_response_headers
 class Limiter(Protocol):
     """Where buckets are kept: this process, or Redis (gateway/web/ratelimit/shared.py)."""
 
+    def decide(self, take: Take) -> Verdict | None:
+        """The take decided at once, in this process, when it can be (its buckets here, or
+        a lease of shared tokens); None when only `take` can decide it."""
+        ...
+
     async def take(self, take: Take) -> Verdict: ...
 
 
@@ -41,25 +46,33 @@ class ProcessLimiter:
     def __repr__(self) -> str:
         return f"<ProcessLimiter {self.local!r}>"
 
-    async def take(self, take: Take) -> Verdict:
+    def decide(self, take: Take) -> Verdict:
         return self.local.take(take, time.monotonic())
+
+    async def take(self, take: Take) -> Verdict:
+        return self.decide(take)
 
 
 def rate_limit_step(limiter: Limiter, limits: Sequence[Limit], metrics: GuardMetrics) -> Step:
     """The step of an endpoint with `rate_limit`."""
     ordered = tuple(limits)
+    # per request only the take and the `RateLimit` numbers: the rest is made here, once
     policy = ", ".join(f'"{x.name}";q={x.quota};w={x.window}' for x in ordered).encode()
+    heads = ratelimit_heads(ordered)
     allowed = [metrics.rate_limited.labels(x.name, "allowed") for x in ordered]
     limited = [metrics.rate_limited.labels(x.name, "limited") for x in ordered]
+    policy_header = (b"ratelimit-policy", policy)
+    decide, take = limiter.decide, limiter.take
 
     async def step(request: Request, context: RequestContext) -> RequestContext | Response:
         sources = context.sources
-        verdict = await limiter.take([(limit, limit.bucket(sources)) for limit in ordered])
-        state = (b"ratelimit", _state(ordered, verdict.tokens))
+        wanted = tuple([(limit, limit.bucket(sources)) for limit in ordered])
+        verdict = decide(wanted) or await take(wanted)
+        state = ratelimit_value(heads, verdict.tokens)
         if verdict.allowed:
             for counter in allowed:
                 counter.inc()
-            add_response_headers(request, ((b"ratelimit-policy", policy), state))
+            add_response_headers(request, (policy_header, (b"ratelimit", state)))
             return context
         refused = [(x, t) for x, t in zip(ordered, verdict.tokens, strict=True) if t < WHOLE]
         for index, (limit, _) in enumerate(zip(ordered, verdict.tokens, strict=True)):
@@ -73,17 +86,31 @@ def rate_limit_step(limiter: Limiter, limits: Sequence[Limit], metrics: GuardMet
             headers={
                 "Retry-After": str(wait),
                 "RateLimit-Policy": policy.decode(),
-                "RateLimit": state[1].decode(),
+                "RateLimit": state.decode(),
             },
         )
 
     return step
 
 
-def _state(limits: Sequence[Limit], tokens: Sequence[float]) -> bytes:
-    parts = []
-    for limit, held in zip(limits, tokens, strict=True):
-        left = max(0, math.floor(held))
-        full_in = max(0, math.ceil((limit.capacity - held) / limit.rate))
-        parts.append(f'"{limit.name}";r={left};t={full_in}')
-    return ", ".join(parts).encode()
+def ratelimit_heads(limits: Sequence[Limit]) -> tuple[tuple[Limit, bytes], ...]:
+    """What `ratelimit_value` needs of each limit, made once per endpoint."""
+    return tuple((x, f'"{x.name}";r='.encode()) for x in limits)
+
+
+def ratelimit_value(heads: Sequence[tuple[Limit, bytes]], tokens: Sequence[float]) -> bytes:
+    """The `RateLimit` value: per limit, whole requests left (`%d` of a positive float is its
+    floor) and whole seconds until the bucket is full."""
+    if len(tokens) == 1:  # the common case, without a list to join
+        (limit, head), held = heads[0], tokens[0]
+        return b"%s%d;t=%d" % (head, held if held > 0 else 0, _full_in(limit, held))
+    return b", ".join(
+        [
+            b"%s%d;t=%d" % (head, held if held > 0 else 0, _full_in(limit, held))
+            for (limit, head), held in zip(heads, tokens, strict=True)
+        ]
+    )
+
+
+def _full_in(limit: Limit, held: float) -> int:
+    return math.ceil((limit.capacity - held) / limit.rate) if held < limit.capacity else 0
