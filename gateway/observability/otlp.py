@@ -317,15 +317,25 @@ class SpanExport:
         self._sender.close()
 
     def _run(self) -> None:
+        # as the SDK's BatchSpanProcessor: full batches go at once, the rest when the
+        # schedule delay is up (a partial batch sent after each full one would double the
+        # requests, and each costs this thread a POST while the loop waits for the GIL)
+        deadline = time.monotonic() + self.schedule_delay
         while not self._stopping.is_set():
-            self._wake.wait(self.schedule_delay)
-            self._wake.clear()
-            self._export_queued()
-        self._export_queued()
+            left = deadline - time.monotonic()
+            if left > 0 and len(self._queue) < self.batch_size:
+                self._wake.wait(left)
+                self._wake.clear()
+            if time.monotonic() >= deadline:
+                self._export(everything=True)
+                deadline = time.monotonic() + self.schedule_delay
+            else:
+                self._export(everything=False)
+        self._export(everything=True)
 
-    def _export_queued(self) -> None:
+    def _export(self, *, everything: bool) -> None:
         queue = self._queue
-        while queue:
+        while len(queue) >= (1 if everything else self.batch_size):
             batch: list[bytes] = []
             try:
                 while len(batch) < self.batch_size:
