@@ -4,13 +4,15 @@ spans of their own; refusals (an open circuit, a full bulkhead) as events.
 Two pieces, placed by `Resilience.wrap` only when tracing is on (off, the chain is exactly
 what it was):
 
-* `call_scope`, outermost: a fresh `CallScope` per call in a context variable, which every
-  try below shares (retries run in the same task; hedged copies in tasks that copy the
-  context, so they see the same scope object).
+* `call_scope`, outermost, for a call with a retry or a hedge (any other makes one try): a
+  fresh `CallScope` per call in a context variable, which every try below shares (retries
+  run in the same task; hedged copies in tasks that copy the context, so they see the same
+  scope object).
 * `traced_try`, innermost, around the timeout: the span of one try, numbered from the
   scope (`gateway.attempt`); a try that starts while another try of the same call is still
   in flight is a hedged copy (`gateway.hedged`). The span is current while the backend
-  runs, so an HTTP backend sends its `traceparent` and an executor records its queue wait.
+  runs (spans.py's context variable, not the OTel context), so an HTTP backend sends its
+  `traceparent` and an executor records its queue wait.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def traced_try(spec: CallTrace, host: str | None = None) -> Policy:
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
             scope = _scope.get()
-            if scope is None:  # a chain built without call_scope: every try is a first
+            if scope is None:  # a call that tries once (no call_scope): every try is a first
                 scope = CallScope()
             scope.tries += 1
             parent = current_span()
