@@ -202,6 +202,7 @@ class Sender:
             if destination.client_certificate:
                 self._tls.load_cert_chain(destination.client_certificate, destination.client_key)
         self._connection: http.client.HTTPConnection | None = None
+        self._failing = False  # warned once per outage, not once per batch
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None:
@@ -231,33 +232,39 @@ class Sender:
         return answer.status
 
     def send(self, body: bytes) -> bool:
-        """Whether the collector accepted `body` (an encoded request)."""
+        """Whether the collector accepted `body` (an encoded request); the first failure of
+        an outage is logged, and the recovery."""
+        problem = self._send(body)
+        if problem is not None and not self._failing:
+            log.warning("span export to %s failed: %s", self.destination.url, problem)
+        elif problem is None and self._failing:
+            log.warning("span export to %s works again", self.destination.url)
+        self._failing = problem is not None
+        return problem is None
+
+    def _send(self, body: bytes) -> str | None:
+        """None when the collector accepted `body`, else what went wrong."""
         if self.destination.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
         elif self.destination.compression == "deflate":
             body = zlib.compress(body)
         deadline = time.monotonic() + self.destination.timeout
         backoff = 1.0
-        reconnected = False
         while True:
+            reused = self._connection is not None
             try:
                 status = self._post(body)
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                if not reconnected:  # a kept-alive connection the collector had closed
-                    reconnected = True
+                if reused:  # a kept-alive connection the collector had closed: once more
                     continue
-                log.warning("span export to %s failed: %s", self.destination.url, exc)
-                return False
+                return str(exc) or type(exc).__name__
             if 200 <= status < 300:
-                return True
+                return None
             if status not in self.RETRYABLE or time.monotonic() + backoff > deadline:
-                log.warning(
-                    "span export to %s: the collector answered %d", self.destination.url, status
-                )
-                return False
+                return f"the collector answered {status}"
             if self._stopping.wait(backoff):
-                return False
+                return f"the collector answered {status} (shutting down: no more retries)"
             backoff *= 2
 
 
