@@ -89,7 +89,7 @@ class Tracing:
         self.export.shutdown(self.shutdown_timeout)
 
 
-def _headers(text: str | None) -> dict[str, str]:
+def parse_headers(text: str | None) -> dict[str, str]:
     """`key=value,key2=value2` (values URL-encoded), as `OTEL_EXPORTER_OTLP_HEADERS`."""
     headers: dict[str, str] = {}
     for pair in (text or "").split(","):
@@ -108,7 +108,7 @@ def destination(settings: Settings) -> Destination:
         url = base + ("v1/traces" if base.endswith("/") else "/v1/traces")
     return Destination(
         url=url,
-        headers=_headers(s.otel_exporter_otlp_traces_headers or s.otel_exporter_otlp_headers),
+        headers=parse_headers(s.otel_exporter_otlp_traces_headers or s.otel_exporter_otlp_headers),
         timeout=s.otel_exporter_otlp_traces_timeout or s.otel_exporter_otlp_timeout or 10.0,
         compression=(
             s.otel_exporter_otlp_traces_compression or s.otel_exporter_otlp_compression or "none"
