@@ -47,6 +47,8 @@ _BYTES = [bytes([n]) for n in range(128)]
 def _varint(n: int) -> bytes:
     if n < 0x80:
         return _BYTES[n]
+    if n < 0x4000:  # a span's length, mostly
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
@@ -76,60 +78,83 @@ def _any_value(value: object) -> bytes:
 
 
 _PAIRS: dict[tuple[str, object], bytes] = {}
-_PAIRS_MAX = 4096
+"""Encoded span attributes (`KeyValue`s as field 9) by (key, value): most repeat (a call's
+backend, its template, its status, its attempt); emptied when full, so unique values (a
+request id) cannot grow it."""
+_NAMES: dict[str, bytes] = {}
+"""Encoded span names (field 5): a route template or a call, a bounded set; emptied when
+full all the same."""
+_CACHE_MAX = 4096
 
 
-def _key_value(tag: int, key: str, value: AttributeValue) -> bytes:
-    """A `KeyValue` as field `tag`; the pairs seen before are cached (most repeat: a call's
-    backend, its status, its attempt), the cache emptied when it is full."""
-    pair = (key, value)
-    try:
-        return _PAIRS[pair]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable value (a list)
-        return _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
-    encoded = _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
-    if tag == 0x4A:  # only the span attributes' tag is cached (one cache, one tag)
-        if len(_PAIRS) >= _PAIRS_MAX:
-            _PAIRS.clear()
-        _PAIRS[pair] = encoded
-    return encoded
+def _key_value(tag: int, key: str, value: object) -> bytes:
+    return _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
 
 
 def _attributes(tag: int, attributes: Mapping[str, AttributeValue]) -> bytes:
-    return b"".join(_key_value(tag, k, v) for k, v in attributes.items())
+    return b"".join([_key_value(tag, k, v) for k, v in attributes.items()])
+
+
+def _span_attribute(pair: tuple[str, object]) -> bytes:
+    """A span attribute not in `_PAIRS` (yet): encoded, and kept when it can be."""
+    encoded = _key_value(0x4A, *pair)
+    try:
+        if len(_PAIRS) >= _CACHE_MAX:
+            _PAIRS.clear()
+        _PAIRS[pair] = encoded
+    except TypeError:  # an unhashable value (a list): encoded each time
+        pass
+    return encoded
 
 
 _TIMES = struct.Struct("<BQBQ")  # start (field 7) and end (field 8), fixed64
-_FLAGS = struct.Struct("<2sI")  # flags (field 16), fixed32
-_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags, as the SDK sets them
+# flags (field 16, fixed32) by (remote parent, sampled): SpanFlags as the SDK sets them
+# (HAS_IS_REMOTE 0x100, IS_REMOTE 0x200) over the trace flags
+_FLAGS = {
+    (remote, sampled): struct.pack("<2sI", b"\x85\x01", 0x100 | remote * 0x200 | sampled)
+    for remote in (False, True)
+    for sampled in (False, True)
+}
 _KINDS = {kind: b"\x30" + _BYTES[kind.value + 1] for kind in SpanKind}  # OTLP's count from 1
 _STATUS = {StatusCode.OK: 1, StatusCode.ERROR: 2}
 
 
 def encode_span(span: RecordedSpan) -> bytes:
     """One ended span as field 2 (`spans`) of a `ScopeSpans`."""
-    parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08"]
-    parts.append(span.span_id.to_bytes(8, "big"))
+    parts = [
+        b"\x0a\x10",
+        span.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        span.span_id.to_bytes(8, "big"),
+    ]
     if span.trace_state is not None:
         parts.append(_field(0x1A, span.trace_state.to_header().encode()))
     if span.parent_id:
         parts.append(b"\x22\x08")
         parts.append(span.parent_id.to_bytes(8, "big"))
-    parts.append(_field(0x2A, span.name.encode()))
+    name = _NAMES.get(span.name)
+    if name is None:
+        if len(_NAMES) >= _CACHE_MAX:
+            _NAMES.clear()
+        name = _NAMES[span.name] = _field(0x2A, span.name.encode())
+    parts.append(name)
     parts.append(_KINDS[span.kind])
     parts.append(_TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
-    parts.append(_attributes(0x4A, span.attributes))
-    for name, at, attributes in span.events:
-        event = b"\x09" + struct.pack("<Q", at) + _field(0x12, name.encode())
+    pairs = _PAIRS
+    for pair in span.attributes.items():
+        try:
+            encoded = pairs.get(pair)
+        except TypeError:  # an unhashable value
+            encoded = None
+        parts.append(encoded or _span_attribute(pair))
+    for event_name, at, attributes in span.events:
+        event = b"\x09" + struct.pack("<Q", at) + _field(0x12, event_name.encode())
         parts.append(_field(0x5A, event + _attributes(0x1A, attributes)))
     code = _STATUS.get(span.status_code)
     if code is not None:
         message = _field(0x12, span.status_message.encode()) if span.status_message else b""
         parts.append(_field(0x7A, message + b"\x18" + _BYTES[code]))
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if span.parent_remote else 0) | int(span.sampled)
-    parts.append(_FLAGS.pack(b"\x85\x01", flags))
+    parts.append(_FLAGS[span.parent_remote, span.sampled])
     body = b"".join(parts)
     return b"\x12" + _varint(len(body)) + body
 
