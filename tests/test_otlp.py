@@ -20,15 +20,16 @@ from opentelemetry.trace import (
 )
 
 from gateway.config.settings import Settings
-from gateway.observability.otlp import batch_body, encode_request, encode_span
+from gateway.observability.otlp import SpanEncoder, batch_body, encode_request
 from gateway.observability.spans import RecordedSpan, SpanRecorder
 from gateway.observability.tracing import destination, parse_headers
 
 
 def decoded(spans: list[RecordedSpan]) -> ExportTraceServiceRequest:
     resource, scope = encode_request({"service.name": "fanout-gateway", "n": 3}, "gateway")
+    encoder = SpanEncoder()
     request = ExportTraceServiceRequest()
-    request.ParseFromString(batch_body(resource, scope, [encode_span(s) for s in spans]))
+    request.ParseFromString(batch_body(resource, scope, [encoder.encode(s) for s in spans]))
     return request
 
 

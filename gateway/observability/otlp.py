@@ -9,7 +9,7 @@ thread wakes every `OTEL_BSP_SCHEDULE_DELAY` ms, or as soon as a batch is full
 connection. A collector that is down fails its batches quickly (they are counted as failed)
 and never blocks the loop.
 
-The protobuf is written by hand (`encode_span`): the wire format of the few messages a span
+The protobuf is written by hand (`SpanEncoder`): the wire format of the few messages a span
 needs is small and frozen, and the thread shares the process's GIL with the loop, so its
 cost per span is the loop's too. `python -m benchmarks.spans` measured the SDK's encoder
 (`encode_spans`, through the generated classes) at 75 us a span against 6 us here, on a
@@ -77,13 +77,6 @@ def _any_value(value: object) -> bytes:
     return _field(0x0A, str(value).encode())
 
 
-_PAIRS: dict[tuple[str, object], bytes] = {}
-"""Encoded span attributes (`KeyValue`s as field 9) by (key, value): most repeat (a call's
-backend, its template, its status, its attempt); emptied when full, so unique values (a
-request id) cannot grow it."""
-_NAMES: dict[str, bytes] = {}
-"""Encoded span names (field 5): a route template or a call, a bounded set; emptied when
-full all the same."""
 _CACHE_MAX = 4096
 
 
@@ -93,18 +86,6 @@ def _key_value(tag: int, key: str, value: object) -> bytes:
 
 def _attributes(tag: int, attributes: Mapping[str, AttributeValue]) -> bytes:
     return b"".join([_key_value(tag, k, v) for k, v in attributes.items()])
-
-
-def _span_attribute(pair: tuple[str, object]) -> bytes:
-    """A span attribute not in `_PAIRS` (yet): encoded, and kept when it can be."""
-    encoded = _key_value(0x4A, *pair)
-    try:
-        if len(_PAIRS) >= _CACHE_MAX:
-            _PAIRS.clear()
-        _PAIRS[pair] = encoded
-    except TypeError:  # an unhashable value (a list): encoded each time
-        pass
-    return encoded
 
 
 _TIMES = struct.Struct("<BQBQ")  # start (field 7) and end (field 8), fixed64
@@ -119,44 +100,64 @@ _KINDS = {kind: b"\x30" + _BYTES[kind.value + 1] for kind in SpanKind}  # OTLP's
 _STATUS = {StatusCode.OK: 1, StatusCode.ERROR: 2}
 
 
-def encode_span(span: RecordedSpan) -> bytes:
-    """One ended span as field 2 (`spans`) of a `ScopeSpans`."""
-    parts = [
-        b"\x0a\x10",
-        span.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        span.span_id.to_bytes(8, "big"),
-    ]
-    if span.trace_state is not None:
-        parts.append(_field(0x1A, span.trace_state.to_header().encode()))
-    if span.parent_id:
-        parts.append(b"\x22\x08")
-        parts.append(span.parent_id.to_bytes(8, "big"))
-    name = _NAMES.get(span.name)
-    if name is None:
-        if len(_NAMES) >= _CACHE_MAX:
-            _NAMES.clear()
-        name = _NAMES[span.name] = _field(0x2A, span.name.encode())
-    parts.append(name)
-    parts.append(_KINDS[span.kind])
-    parts.append(_TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
-    pairs = _PAIRS
-    for pair in span.attributes.items():
-        try:
-            encoded = pairs.get(pair)
-        except TypeError:  # an unhashable value
-            encoded = None
-        parts.append(encoded or _span_attribute(pair))
-    for event_name, at, attributes in span.events:
-        event = b"\x09" + struct.pack("<Q", at) + _field(0x12, event_name.encode())
-        parts.append(_field(0x5A, event + _attributes(0x1A, attributes)))
-    code = _STATUS.get(span.status_code)
-    if code is not None:
-        message = _field(0x12, span.status_message.encode()) if span.status_message else b""
-        parts.append(_field(0x7A, message + b"\x18" + _BYTES[code]))
-    parts.append(_FLAGS[span.parent_remote, span.sampled])
-    body = b"".join(parts)
-    return b"\x12" + _varint(len(body)) + body
+class SpanEncoder:
+    """Encodes ended spans, remembering the parts that repeat (one per exporting thread)."""
+
+    __slots__ = ("names", "pairs")
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, object], bytes] = {}
+        """Encoded span attributes (`KeyValue`s as field 9) by (key, value): most repeat (a
+        call's backend, its template, its status, its attempt); emptied when full, so
+        unique values (a request id) cannot grow it."""
+        self.names: dict[str, bytes] = {}
+        """Encoded span names (field 5): route templates and calls, a bounded set; emptied
+        when full all the same."""
+
+    def encode(self, span: RecordedSpan) -> bytes:
+        """One ended span as field 2 (`spans`) of a `ScopeSpans`."""
+        parts = [
+            b"\x0a\x10",
+            span.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            span.span_id.to_bytes(8, "big"),
+        ]
+        if span.trace_state is not None:
+            parts.append(_field(0x1A, span.trace_state.to_header().encode()))
+        if span.parent_id:
+            parts.append(b"\x22\x08")
+            parts.append(span.parent_id.to_bytes(8, "big"))
+        names = self.names
+        name = names.get(span.name)
+        if name is None:
+            if len(names) >= _CACHE_MAX:
+                names.clear()
+            name = names[span.name] = _field(0x2A, span.name.encode())
+        parts.append(name)
+        parts.append(_KINDS[span.kind])
+        parts.append(_TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
+        pairs = self.pairs
+        for pair in span.attributes.items():
+            try:
+                encoded = pairs.get(pair)
+            except TypeError:  # an unhashable value (a list): encoded each time
+                parts.append(_key_value(0x4A, *pair))
+                continue
+            if encoded is None:
+                if len(pairs) >= _CACHE_MAX:
+                    pairs.clear()
+                encoded = pairs[pair] = _key_value(0x4A, *pair)
+            parts.append(encoded)
+        for event_name, at, attributes in span.events:
+            event = b"\x09" + struct.pack("<Q", at) + _field(0x12, event_name.encode())
+            parts.append(_field(0x5A, event + _attributes(0x1A, attributes)))
+        code = _STATUS.get(span.status_code)
+        if code is not None:
+            message = _field(0x12, span.status_message.encode()) if span.status_message else b""
+            parts.append(_field(0x7A, message + b"\x18" + _BYTES[code]))
+        parts.append(_FLAGS[span.parent_remote, span.sampled])
+        body = b"".join(parts)
+        return b"\x12" + _varint(len(body)) + body
 
 
 def encode_request(resource: Mapping[str, AttributeValue], scope: str) -> tuple[bytes, bytes]:
@@ -313,6 +314,7 @@ class SpanExport:
         self.schedule_delay = schedule_delay
         self._sender = sender
         self._resource, self._scope = encode_request(resource, scope)
+        self._encoder = SpanEncoder()
         self._queue: deque[RecordedSpan] = deque(maxlen=max_queue)
         self._wake = threading.Event()
         self._stopping = stopping
@@ -367,11 +369,12 @@ class SpanExport:
 
     def _export(self, *, everything: bool) -> None:
         queue = self._queue
+        encode = self._encoder.encode
         while len(queue) >= (1 if everything else self.batch_size):
             batch: list[bytes] = []
             try:
                 while len(batch) < self.batch_size:
-                    batch.append(encode_span(queue.popleft()))  # popleft is atomic
+                    batch.append(encode(queue.popleft()))  # popleft is atomic
             except IndexError:  # the queue is empty
                 pass
             if not batch:
