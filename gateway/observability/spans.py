@@ -4,8 +4,9 @@ Why not the SDK's `Tracer`: with four spans a request, its span machinery (valid
 locked attribute maps, a span processor chain, an OTel context attached and detached per
 span) and its OTLP encoding cost the always-sampled fan-out of `python -m
 benchmarks.observability` 1.86x the CPU per request of the same gateway without tracing
-(2026-12-02, shared 2-core machine); `python -m benchmarks.spans` put the SDK at 36 us to
-make one span and 75 us to encode it, where this recorder and `otlp.py` need a few each.
+(2026-12-02, shared 2-core machine); `python -m benchmarks.spans` put the SDK at 27-53 us to
+make one span and 40-75 us to encode it, this recorder at 2-3 us and `otlp.py` at 2.7-3.7 us
+(three runs); with both, the benchmark measured 1.14-1.22x.
 
 What it keeps: spans are `opentelemetry.trace.Span`s (`get_span_context`, `set_attributes`,
 `add_event`, `set_status`, `record_exception`, `is_recording`), trace and span ids are
@@ -54,8 +55,8 @@ def end_use(token: Token[trace.Span]) -> None:
 class RecordedSpan(trace.Span):
     """A span being recorded; `end` hands it to the recorder's sink (the OTLP export).
 
-    Plain fields, read by `otlp.encode_span` after the span has ended (the loop never
-    writes it again then: `end` is idempotent and later writes are ignored).
+    Plain fields, read by `otlp.SpanEncoder` (on the exporting thread) after the span has
+    ended (the loop never writes it again then: `end` is idempotent, later writes ignored).
     """
 
     __slots__ = (
