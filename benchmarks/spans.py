@@ -2,11 +2,12 @@
 
     python -m benchmarks.spans [--count 20000]
 
-(1) one client span as `policies/tracing.py` makes it (`start_span`, every attribute given
-    at the start, an explicit context attach) beside `start_as_current_span` with attribute
-    writes one by one; (2) the SDK's OTLP protobuf encoding per span, as its exporter thread
-    runs it; (3) one request through `web/observe.py` with the access log on, beside the
-    same request without the layer.
+(1) one client span as `policies/tracing.py` makes it (the gateway's recorder, spans.py:
+    start, current, an attribute, end, queued) beside the same span through the SDK's
+    `Tracer` and an attached OTel context, as the gateway made it before; (2) the OTLP
+    protobuf encoding per span on the exporting thread: otlp.py's against the SDK's
+    `encode_spans`; (3) one request's observation (web/observe.py: begin and finish, with
+    the access log on) beside the same request without it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.observability.access_log import AccessLog
-from gateway.web.observe import ObserveMiddleware
+from gateway.observability.otlp import SpanEncoder
+from gateway.observability.spans import RecordedSpan, SpanRecorder, end_use, use_span
+from gateway.web.observe import Observer
 
 ATTRIBUTES: dict[str, AttributeValue] = {
     "gateway.call": "product",
@@ -34,6 +39,7 @@ ATTRIBUTES: dict[str, AttributeValue] = {
     "gateway.backend.kind": "http",
     "http.request.method": "GET",
     "url.template": "/products/{id}",
+    "gateway.host": "127.0.0.1:8101",
 }
 
 
@@ -58,30 +64,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20_000)
     args = parser.parse_args(argv)
     keep = Keep()
-    provider = TracerProvider()
+    provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(keep))
     tracer = provider.get_tracer("bench")
 
-    def ours() -> None:
+    def sdk() -> None:
         span = tracer.start_span("call product", attributes={**ATTRIBUTES, "gateway.attempt": 1})
         token = context.attach(trace.set_span_in_context(span))
         span.set_attribute("gateway.call.status", 200)
         context.detach(token)
         span.end()
 
-    def one_by_one() -> None:
-        with tracer.start_as_current_span("call product") as span:
-            for key, value in {**ATTRIBUTES, "gateway.attempt": 1}.items():
-                span.set_attribute(key, value)
-            span.set_attribute("gateway.call.status", 200)
+    ended: list[RecordedSpan] = []
+    recorder = SpanRecorder(ALWAYS_ON, ended.append)
+    parent = recorder.start_request("GET", context.Context(), {"url.path": "/three/1"})
+    assert isinstance(parent, RecordedSpan)
 
+    def ours() -> None:
+        start: dict[str, AttributeValue] = {**ATTRIBUTES, "gateway.attempt": 1}
+        span = recorder.start_child(parent, "call product", SpanKind.CLIENT, start)
+        token = use_span(span)
+        span.set_attribute("gateway.call.status", 200)
+        end_use(token)
+        span.end()
+
+    sdk_us = per_call(args.count, sdk) * 1e6
     ours_us = per_call(args.count, ours) * 1e6
-    by_one_us = per_call(args.count, one_by_one) * 1e6
     spans = keep.spans[: args.count]
     started = time.perf_counter()
     for i in range(0, len(spans), 512):
         encode_spans(spans[i : i + 512]).SerializePartialToString()
-    encode_us = (time.perf_counter() - started) / len(spans) * 1e6
+    sdk_encode_us = (time.perf_counter() - started) / len(spans) * 1e6
+    encoder = SpanEncoder()
+    started = time.perf_counter()
+    for i in range(0, len(ended), 512):
+        b"".join([encoder.encode(span) for span in ended[i : i + 512]])
+    encode_us = (time.perf_counter() - started) / len(ended) * 1e6
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -94,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"type": "http.request"}
 
     log = AccessLog(10**7, io.BytesIO())
-    layer = ObserveMiddleware(app, tracer=None, access_log=log)
+    observer = Observer(recorder=None, access_log=log)
     scope: Scope = {
         "type": "http",
         "path": "/api/x",
@@ -103,21 +121,28 @@ def main(argv: list[str] | None = None) -> int:
         "client": ("127.0.0.1", 5555),
     }
 
+    async def observed(scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        observation = observer.begin(scope, "r-1")
+        await app(scope, receive, send)
+        observer.finish(observation, scope, "r-1", 200, 300, time.perf_counter() - started)
+
     async def requests() -> tuple[float, float]:
         timings = []
-        for handler in (app, layer):
+        for handler in (app, observed):
             started = time.perf_counter()
             for _ in range(args.count):
                 await handler(scope, receive, send)
             timings.append((time.perf_counter() - started) / args.count)
         return timings[0], timings[1]
 
-    bare, observed = asyncio.run(requests())
+    bare, with_log = asyncio.run(requests())
     log.close()
-    print(f"span as policies/tracing.py makes it   {ours_us:6.1f} us")
-    print(f"span, start_as_current_span, 1 by 1    {by_one_us:6.1f} us")
-    print(f"OTLP encoding per span (exporter)      {encode_us:6.1f} us")
-    print(f"access log layer per request           {(observed - bare) * 1e6:6.1f} us")
+    print(f"span, SDK Tracer + OTel context       {sdk_us:6.1f} us")
+    print(f"span, the gateway's recorder          {ours_us:6.1f} us")
+    print(f"OTLP encoding per span, SDK           {sdk_encode_us:6.1f} us")
+    print(f"OTLP encoding per span, otlp.py       {encode_us:6.1f} us")
+    print(f"access log observation per request    {(with_log - bare) * 1e6:6.1f} us")
     return 0
 
 

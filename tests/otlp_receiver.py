@@ -4,6 +4,7 @@ memory, and waiters woken when enough have arrived (no sleeps)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,3 +97,18 @@ class OtlpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """`python -m tests.otlp_receiver`: a receiver in a process of its own (for
+    benchmarks: decoding protobuf there does not slow the process that makes the load).
+    Prints its endpoint, then, when its stdin closes, the number of spans received."""
+    receiver = OtlpReceiver()
+    print(receiver.endpoint, flush=True)
+    sys.stdin.read()
+    receiver.close()
+    print(len(receiver.spans), flush=True)
+
+
+if __name__ == "__main__":
+    main()

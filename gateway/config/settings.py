@@ -217,7 +217,8 @@ class Settings(BaseSettings):
         default=None,
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
         description="Traces are exported (OTLP over HTTP/protobuf) only when this is set; the "
-        "other OTEL_* variables are read by the OpenTelemetry SDK itself.",
+        "other OTEL_* variables are below, and the SDK reads OTEL_SERVICE_NAME, "
+        "OTEL_RESOURCE_ATTRIBUTES and OTEL_TRACES_SAMPLER[_ARG].",
     )
     otel_bsp_max_queue_size: int = Field(
         default=2048,
@@ -240,4 +241,80 @@ class Settings(BaseSettings):
         default=False,
         description="Reload when the routes file (or a file it includes) changes (`--watch`; "
         "for development: production reloads on SIGHUP).",
+    )
+    # The rest of the standard OTEL_* variables the span export reads (it is the gateway's
+    # own, gateway/observability/otlp.py, not the SDK's); each *_TRACES_* one wins over the
+    # general one, as the specification says. Durations are as the Python SDK reads them.
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="The full URL spans are POSTed to (default: "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces).",
+    )
+    otel_exporter_otlp_headers: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_HEADERS",
+        description="Headers of every export request: `key=value,key2=value2` (URL-encoded).",
+    )
+    otel_exporter_otlp_traces_headers: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+    )
+    otel_exporter_otlp_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias="OTEL_EXPORTER_OTLP_TIMEOUT",
+        description="Seconds an export request (its retries included) may take (default 10).",
+    )
+    otel_exporter_otlp_traces_timeout: float | None = Field(
+        default=None, gt=0, validation_alias="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    )
+    otel_exporter_otlp_compression: Literal["gzip", "deflate", "none"] | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_COMPRESSION",
+        description="Compression of export requests (default none).",
+    )
+    otel_exporter_otlp_traces_compression: Literal["gzip", "deflate", "none"] | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
+    )
+    otel_exporter_otlp_certificate: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_CERTIFICATE",
+        description="CA certificate file that checks an https collector.",
+    )
+    otel_exporter_otlp_traces_certificate: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"
+    )
+    otel_exporter_otlp_client_certificate: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        description="Client certificate file for an https collector that asks for one (mTLS).",
+    )
+    otel_exporter_otlp_traces_client_certificate: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE"
+    )
+    otel_exporter_otlp_client_key: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        description="The client certificate's key file.",
+    )
+    otel_exporter_otlp_traces_client_key: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY"
+    )
+    otel_bsp_schedule_delay: float = Field(
+        default=5000,
+        ge=0,
+        validation_alias="OTEL_BSP_SCHEDULE_DELAY",
+        description="Milliseconds between exports (a full batch goes at once).",
+    )
+    otel_bsp_max_export_batch_size: int = Field(
+        default=512,
+        ge=1,
+        validation_alias="OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        description="Spans per export request.",
+    )
+    otel_bsp_export_timeout: float = Field(
+        default=30000,
+        ge=0,
+        validation_alias="OTEL_BSP_EXPORT_TIMEOUT",
+        description="Milliseconds the export of the last spans may take at shutdown.",
     )

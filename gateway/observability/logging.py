@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import orjson
-from opentelemetry import trace
 
+from gateway.observability.spans import current_span
 from gateway.web.request_id import current_request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"
@@ -27,7 +27,7 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
-        context = trace.get_current_span().get_span_context()
+        context = current_span().get_span_context()
         record.trace_id = f"{context.trace_id:032x}" if context.is_valid else "-"
         return True
 

@@ -144,7 +144,9 @@ class Resilience:
             )(call)
         if policies.coalesce:
             call = coalesce(state.flights, on_coalesced=m.coalesced.labels(backend).inc)(call)
-        if trace is not None:
+        if trace is not None and (policies.retry is not None or policies.hedge is not None):
+            # only a call that can try more than once numbers its tries; without a scope
+            # every try is a first (one frame and a context variable less per call)
             call = call_scope()(call)
         if policies.cache is not None:
             redis = self.caches.redis

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from opentelemetry.trace import Tracer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -34,6 +33,7 @@ from gateway.observability.access_log import open_access_log
 from gateway.observability.loop_lag import lag_histogram, monitoring_lag
 from gateway.observability.memory import trimming_memory
 from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.spans import SpanRecorder
 from gateway.observability.status import BackendView, StatusData, routes_of
 from gateway.observability.tracing import open_tracing
 from gateway.policies.cache import CacheCollector, Caches
@@ -51,7 +51,7 @@ from gateway.web.guard_metrics import GuardMetrics
 from gateway.web.guards import Guards
 from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
-from gateway.web.observe import ObserveMiddleware
+from gateway.web.observe import Observer
 from gateway.web.problems import http_exception_handler
 from gateway.web.proxy import proxy_handler
 from gateway.web.reload import watching
@@ -111,7 +111,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             stack.push_async_callback(caches.aclose)
             metrics.registry.register(CacheCollector(caches))
             forwarding = Forwarding(parse_trusted(settings.trusted_proxies))
-            tracer = tracing.tracer if tracing else None
+            tracer = tracing.recorder if tracing else None
 
             def build_routes(generation: Generation) -> list[Route]:
                 wiring = _Wiring(
@@ -191,18 +191,12 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 metrics=metrics,
                 max_in_flight=settings.max_in_flight,
                 retry_after=settings.retry_after_seconds,
-            ),
-            # only when on: with tracing and the access log off a request crosses no more
-            *(
-                [
-                    Middleware(
-                        ObserveMiddleware,
-                        tracer=tracing.tracer if tracing else None,
-                        access_log=access_log,
-                    )
-                ]
-                if tracing is not None or access_log is not None
-                else []
+                # only when on: with tracing and the access log off a request does no more
+                observer=(
+                    Observer(recorder=tracing.recorder if tracing else None, access_log=access_log)
+                    if tracing is not None or access_log is not None
+                    else None
+                ),
             ),
         ],
         exception_handlers={HTTPException: http_exception_handler},
@@ -228,7 +222,7 @@ class _Wiring:
     forwarding: Forwarding
     guards: Guards
     background: BackgroundCalls
-    tracer: Tracer | None = None
+    tracer: SpanRecorder | None = None
 
     def route(self, endpoint: EndpointSpec, plan: EndpointPlan | None) -> Route:
         """One endpoint's route: its steps, then its handler, wired to the open backends."""

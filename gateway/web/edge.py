@@ -1,7 +1,8 @@
 """The one ASGI layer every request goes through first: its request id, admission (load
-shedding), request metrics, and the answer to a request that raised.
+shedding), request metrics, the answer to a request that raised, and (when tracing or the
+access log is on) its observation: server span and access line (web/observe.py).
 
-One layer rather than three: each pure-ASGI wrapper costs a coroutine frame and a `send`
+One layer rather than four: each pure-ASGI wrapper costs a coroutine frame and a `send`
 wrapper per message on every request. The request id is set before anything else runs, so
 every answer carries `X-Request-ID` (4xx and 5xx included) and every log line of the
 request can name it. A request that raises is logged once, with its id and traceback, and
@@ -17,6 +18,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.observability.metrics import GatewayMetrics
+from gateway.web.observe import Observer
 from gateway.web.problems import problem
 from gateway.web.request_id import choose_request_id, current_request_id
 from gateway.web.shedding import UNSHED_PATHS, Admission
@@ -30,10 +32,17 @@ class EdgeMiddleware:
     """Pure ASGI middleware; one instance per app."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: GatewayMetrics, max_in_flight: int, retry_after: int
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        max_in_flight: int,
+        retry_after: int,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.observer = observer
         self.admission = admission = Admission(max_in_flight)
         self.retry_after = str(retry_after)
         # read when /metrics is scraped: a gauge updated twice per request costs more
@@ -56,19 +65,23 @@ class EdgeMiddleware:
         token = current_request_id.set(request_id)
         id_header = (_ID, request_id.encode())
         answered = 0  # the status sent; 0 until the answer starts
+        # probes and scrapes are never shed, and not counted as traffic (nor observed)
+        counted = scope["path"] not in UNSHED_PATHS
+        observer = self.observer if counted else None
+        sent = 0  # body bytes, counted only for the access line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal answered
+            nonlocal answered, sent
             if message["type"] == "http.response.start":
                 answered = message["status"]
                 # ours replaces any the app (or an upstream, through a passthrough) set
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != _ID]
                 headers.append(id_header)
                 message["headers"] = headers
+            elif observer is not None:
+                sent += len(message.get("body", b""))
             await send(message)
 
-        # probes and scrapes are never shed, and not counted as traffic
-        counted = scope["path"] not in UNSHED_PATHS
         if counted and not self.admission.admit():
             self.metrics.shed.inc()
             refusal = problem(
@@ -82,9 +95,12 @@ class EdgeMiddleware:
                 current_request_id.reset(token)
             return
         started = time.perf_counter()
+        observation = observer.begin(scope, request_id) if observer is not None else None
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:  # a bug: this request fails, the process goes on
+        except Exception as exc:  # a bug: this request fails, the process goes on
+            if observation is not None:
+                observation.raised(exc)
             log.exception(
                 "%s %s failed: internal error (request id %s)",
                 scope["method"],
@@ -96,9 +112,10 @@ class EdgeMiddleware:
                 await crash(scope, receive, send_with_id)
         finally:
             if counted:
+                elapsed = time.perf_counter() - started
                 self.admission.leave()
                 endpoint = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.answered(
-                    endpoint, scope["method"], answered or 500, time.perf_counter() - started
-                )
+                self.metrics.answered(endpoint, scope["method"], answered or 500, elapsed)
+                if observer is not None and observation is not None:
+                    observer.finish(observation, scope, request_id, answered or 500, sent, elapsed)
             current_request_id.reset(token)
