@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from tests.threaded_http import BackloggedServer
 
 ISSUER = "https://idp.test/"
 AUDIENCE = "shop-frontend"
@@ -143,7 +145,7 @@ def serving(idp: Idp) -> Iterator[Idp]:
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = BackloggedServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     idp.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +46,7 @@ from services.inventory.client import InventoryClient
 from tests.loadbalancer import Backend, LoadBalancer
 from tests.logwatch import LogWatch
 from tests.processes import Running, start, start_gateway
+from tests.threaded_http import BackloggedServer
 
 DRAIN_SECONDS = 1.5
 GRACEFUL_SECONDS = 10.0
@@ -151,7 +152,7 @@ class HttpGate:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = BackloggedServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 

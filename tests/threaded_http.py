@@ -29,11 +29,18 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
 
+class BackloggedServer(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a gateway opening 32 pooled connections at
+    # once overflows it, the kernel drops SYNs, and the retransmit (1 s, then 3 s) outlasts
+    # the default 2 s call timeout -- a 504 that is the test backend's fault, not the gateway's.
+    request_queue_size = 1024
+
+
 class ThreadedHttp:
     """`handler` served on 127.0.0.1 until `close`; its address is `url`."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = BackloggedServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
