@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(parent, RecordedSpan)
 
     def ours() -> None:
-        start: dict[str, AttributeValue] = {**ATTRIBUTES, "gateway.attempt": 1}
-        span = recorder.start_child(parent, "call product", SpanKind.CLIENT, start)
+        # as policies/tracing.py: the call's fixed attributes shared, the try's its own
+        own: dict[str, AttributeValue] = {"gateway.attempt": 1}
+        span = recorder.start_child(parent, "call product", SpanKind.CLIENT, own, ATTRIBUTES)
         token = use_span(span)
         span.set_attribute("gateway.call.status", 200)
         end_use(token)

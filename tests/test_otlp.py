@@ -8,7 +8,15 @@ from opentelemetry.context import Context
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+)
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -87,6 +95,45 @@ def test_a_request_span_and_its_child_read_back_as_written() -> None:
     assert second.flags == 0x101  # has-is-remote, not remote, sampled
 
 
+def test_shared_attributes_are_sent_once_with_the_spans_own_and_never_twice() -> None:
+    ended: list[RecordedSpan] = []
+    recorder = SpanRecorder(ALWAYS_ON, ended.append)
+    root = recorder.start_request("GET", Context(), {})
+    assert isinstance(root, RecordedSpan)
+    shared = {"gateway.backend": "svc", "url.template": "/a/{id}"}
+    plain_try = recorder.start_child(
+        root, "call a", SpanKind.CLIENT, {"gateway.attempt": 1}, shared
+    )
+    plain_try.set_attribute("gateway.call.status", 200)
+    plain_try.end()
+    renamed = recorder.start_child(root, "call a", SpanKind.CLIENT, {"gateway.attempt": 2}, shared)
+    renamed.set_attribute("url.template", "/other")  # a shared key: the span's own from now
+    renamed.set_attributes({"gateway.backend": "elsewhere", "x": 1})
+    renamed.add_event("first", {"k": "v"})
+    renamed.add_event("second")
+    renamed.end()
+    first, second = (
+        decoded([plain_try, renamed, plain_try]).resource_spans[0].scope_spans[0].spans[:2]
+    )
+    assert [a.key for a in first.attributes].count("url.template") == 1
+    assert {a.key: plain(a.value) for a in first.attributes} == {
+        "gateway.backend": "svc",
+        "url.template": "/a/{id}",
+        "gateway.attempt": 1,
+        "gateway.call.status": 200,
+    }
+    keys = [a.key for a in second.attributes]
+    assert sorted(keys) == sorted(set(keys))  # no key twice
+    assert {a.key: plain(a.value) for a in second.attributes} == {
+        "gateway.backend": "elsewhere",
+        "url.template": "/other",
+        "gateway.attempt": 2,
+        "x": 1,
+    }
+    assert [e.name for e in second.events] == ["first", "second"]
+    assert shared == {"gateway.backend": "svc", "url.template": "/a/{id}"}  # never written
+
+
 def test_a_remote_parent_is_continued_with_its_tracestate() -> None:
     ended: list[RecordedSpan] = []
     recorder = SpanRecorder(ALWAYS_ON, ended.append)
@@ -114,6 +161,43 @@ def test_a_dropped_request_records_nothing_but_keeps_its_trace() -> None:
     assert context.is_valid and not context.trace_flags.sampled
     span.end()
     assert ended == []
+
+
+def _parent(sampled: bool) -> Context:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    context = SpanContext(
+        7, 9, is_remote=True, trace_flags=flags, trace_state=TraceState([("v", "x")])
+    )
+    return set_span_in_context(NonRecordingSpan(context))
+
+
+@pytest.mark.parametrize("fast", [ALWAYS_ON, DEFAULT_ON])
+@pytest.mark.parametrize("incoming", ["none", "sampled", "not sampled"], ids=str)
+def test_the_samplers_decided_without_the_sdk_decide_as_the_sdk_does(
+    fast: Sampler, incoming: str
+) -> None:
+    # a sampler equal to `fast` but not the same object takes the SDK's own path
+    twin = (
+        ParentBased(StaticSampler(Decision.RECORD_AND_SAMPLE))
+        if fast is DEFAULT_ON
+        else (StaticSampler(Decision.RECORD_AND_SAMPLE))
+    )
+    context = Context() if incoming == "none" else _parent(incoming == "sampled")
+    ended: list[RecordedSpan] = []
+    spans = [
+        SpanRecorder(sampler, ended.append).start_request("GET", context, {"a": 1})
+        for sampler in (fast, twin)
+    ]
+    ours, sdk = (span.get_span_context() for span in spans)
+    assert [type(span) for span in spans] == [type(spans[1])] * 2
+    assert [span.is_recording() for span in spans] == [spans[1].is_recording()] * 2
+    assert ours.trace_flags == sdk.trace_flags
+    assert ours.trace_state == sdk.trace_state
+    if incoming != "none":
+        assert ours.trace_id == sdk.trace_id == 7
+    if isinstance(spans[0], RecordedSpan) and isinstance(spans[1], RecordedSpan):
+        assert spans[0].parent_id == spans[1].parent_id
+        assert spans[0].attributes == spans[1].attributes == {"a": 1}
 
 
 @pytest.mark.parametrize(

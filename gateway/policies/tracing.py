@@ -71,9 +71,9 @@ def call_scope() -> Policy:
 def traced_try(spec: CallTrace, host: str | None = None) -> Policy:
     """A client span around each try (`host`: the breaker's host, when known), current
     (spans.py's context variable) while the try runs."""
-    attributes = dict(spec.attributes)
+    shared: dict[str, AttributeValue] = dict(spec.attributes)
     if host is not None:
-        attributes["gateway.host"] = host
+        shared["gateway.host"] = host
     span_name = f"call {spec.name}"
     recorder = spec.recorder
 
@@ -88,11 +88,11 @@ def traced_try(spec: CallTrace, host: str | None = None) -> Policy:
                 # an unsampled request: its tries would record nothing either, and the
                 # backend still gets the trace (its traceparent says "not sampled")
                 return await inner(request)
-            start: dict[str, AttributeValue] = {**attributes, "gateway.attempt": scope.tries}
+            own: dict[str, AttributeValue] = {"gateway.attempt": scope.tries}
             if scope.in_flight > 0:
-                start["gateway.hedged"] = True
+                own["gateway.hedged"] = True
             scope.in_flight += 1
-            span = recorder.start_child(parent, span_name, SpanKind.CLIENT, start)
+            span = recorder.start_child(parent, span_name, SpanKind.CLIENT, own, shared)
             token = use_span(span)
             try:
                 response = await inner(request)
