@@ -12,6 +12,12 @@ Rounds alternate between
 them, so drift in the machine's load hits all of them alike, and each figure is the gateway
 process's own CPU time per request (user + system, psutil) and its requests/s.
 
+With two cores or more, each gateway (every thread of it, the span export's included) is
+pinned to core 1 and everything else (the catalog, the receiver, this load generator) to
+core 0, as benchmarks/compare.py pins its systems: unpinned, a gateway shared its core with
+whatever the scheduler put beside it, and its CPU per request moved with that (seven draws
+of the tracing ratio: 1.109-1.222x). `--no-pin` measures unpinned.
+
 Targets: tracing on / off <= 1.15x CPU per request; access log on / off <= 1.05x.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,10 +87,19 @@ async def measure(variant: Variant, clients: int, seconds: float) -> None:
     variant.seconds += seconds
 
 
+GATEWAY_CPU, OTHERS_CPU = 1, 0
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of process `pid` on core `cpu` (threads it starts later inherit it)."""
+    for thread in psutil.Process(pid).threads():
+        os.sched_setaffinity(thread.id, {cpu})
+
+
 @contextmanager
-def receiver_process() -> Iterator[tuple[str, list[int]]]:
-    """tests/otlp_receiver.py in a child process: its endpoint, and (filled at exit) the
-    number of spans it received."""
+def receiver_process(pinned: bool = False) -> Iterator[tuple[str, list[int]]]:
+    """tests/otlp_receiver.py in a child process (on `OTHERS_CPU` when `pinned`): its
+    endpoint, and (filled at exit) the number of spans it received."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.otlp_receiver"],
         stdin=subprocess.PIPE,
@@ -93,7 +109,10 @@ def receiver_process() -> Iterator[tuple[str, list[int]]]:
     assert child.stdin is not None and child.stdout is not None
     received: list[int] = []
     try:
-        yield child.stdout.readline().strip(), received
+        endpoint = child.stdout.readline().strip()
+        if pinned:
+            pin(child.pid, OTHERS_CPU)
+        yield endpoint, received
     finally:
         child.stdin.close()
         received.append(int(child.stdout.readline() or 0))
@@ -113,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=24.0, help="measuring time per variant")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="leave every process where the scheduler puts it"
+    )
     args = parser.parse_args(argv)
+    pinned = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
 
     catalog = start_service("catalog")
     quiet = {"GATEWAY_LOG_LEVEL": "warning"}
-    with tempfile.TemporaryDirectory() as tmp, receiver_process() as (endpoint, received):
+    with tempfile.TemporaryDirectory() as tmp, receiver_process(pinned) as (endpoint, received):
         config = Path(tmp) / "bench.yaml"
         config.write_text(CONFIG.format(catalog=catalog.url))
         access_out = (Path(tmp) / "access.log").open("wb")
@@ -151,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 start_gateway(config, env={**quiet, "GATEWAY_ACCESS_LOG": "1"}, stdout=access_out),
             ),
         ]
+        if pinned:
+            for variant in variants:
+                pin(variant.gateway.process.pid, GATEWAY_CPU)
+            pin(catalog.process.pid, OTHERS_CPU)
+            os.sched_setaffinity(0, {OTHERS_CPU})
         try:
             asyncio.run(run_rounds(variants, args.clients, args.seconds, args.rounds))
         finally:
@@ -162,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     plain = variants[0]
     cpu = {v.name: v.cpu_per_request / plain.cpu_per_request for v in variants}
     rate = {v.name: v.rate / plain.rate for v in variants}
-    print(f"3-call fan-out, {args.clients} clients, 5 ms backend delay, {args.rounds} rounds")
+    placed = "each gateway pinned to core 1, the rest to core 0" if pinned else "unpinned"
+    print(
+        f"3-call fan-out, {args.clients} clients, 5 ms backend delay, {args.rounds} rounds, "
+        + placed
+    )
     for variant in variants:
         print(
             f"  {variant.name:<11} {variant.rate:7.0f} req/s  "
