@@ -79,19 +79,20 @@ def traced_try(spec: CallTrace, host: str | None = None) -> Policy:
 
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
-            scope = _scope.get()
-            if scope is None:  # a call that tries once (no call_scope): every try is a first
-                scope = CallScope()
-            scope.tries += 1
+            scope = _scope.get()  # None: a call that tries once (no call_scope), a first
+            if scope is not None:
+                scope.tries += 1
             parent = current_span()
             if type(parent) is not RecordedSpan or not parent.is_recording():
                 # an unsampled request: its tries would record nothing either, and the
                 # backend still gets the trace (its traceparent says "not sampled")
                 return await inner(request)
-            own: dict[str, AttributeValue] = {"gateway.attempt": scope.tries}
-            if scope.in_flight > 0:
-                own["gateway.hedged"] = True
-            scope.in_flight += 1
+            own: dict[str, AttributeValue] = {"gateway.attempt": 1}
+            if scope is not None:
+                own["gateway.attempt"] = scope.tries
+                if scope.in_flight > 0:
+                    own["gateway.hedged"] = True
+                scope.in_flight += 1
             span = recorder.start_child(parent, span_name, SpanKind.CLIENT, own, shared)
             token = use_span(span)
             try:
@@ -109,7 +110,8 @@ def traced_try(spec: CallTrace, host: str | None = None) -> Policy:
                 span.set_attribute("gateway.cancelled", True)
                 raise
             finally:
-                scope.in_flight -= 1
+                if scope is not None:
+                    scope.in_flight -= 1
                 end_use(token)
                 span.end()
 
