@@ -64,6 +64,8 @@ class Answer:
     status: int
     complete: bool
     reviews_error: str | None
+    sent: float = 0.0
+    client: int = -1
 
 
 @dataclass
@@ -78,18 +80,26 @@ class Load:
         for n in range(most):
             if self.stop.is_set():
                 return
-            self.answers.append(await page(self.http, 1 + (offset + n) % 100))
+            answer = await page(self.http, 1 + (offset + n) % 100)
+            answer.client = offset
+            self.answers.append(answer)
 
     def since(self, moment: float) -> list[Answer]:
         return [a for a in self.answers if a.at >= moment]
 
+    def all_sent_since(self, moment: float, clients: int) -> bool:
+        """Whether each of the `clients` has an answer to a request sent after `moment`:
+        then none of them still has a request in flight that was sent before it."""
+        return len({a.client for a in self.answers if a.sent >= moment}) >= clients
+
 
 async def page(http: httpx.AsyncClient, product: int, **params: str) -> Answer:
+    sent = time.monotonic()
     response = await http.get(f"/page/{product}", params=params)
     body = response.json()
     error = body.get("_errors", {}).get("reviews", {}).get("error")
     complete = response.headers.get("x-gateway-complete") == "true"
-    return Answer(time.monotonic(), response.status_code, complete, error)
+    return Answer(time.monotonic(), response.status_code, complete, error, sent)
 
 
 async def test_a_killed_backend_trips_the_breaker_partial_answers_go_on_and_it_recovers(
@@ -131,6 +141,9 @@ async def _kill_under_load_and_restart(
         # the breaker opens after the threshold; then calls fail without touching the network
         await gw.wait_metric("gateway_breaker_state", lambda v: v == 1, backend="reviews")
         opened_at = time.monotonic()
+        # a call that passed the breaker just before it opened may still be connecting:
+        # count from when every client's request in flight at the opening has answered
+        await until(lambda: load.all_sent_since(opened_at, len(clients)))
         connections = proxy.connections
         probes = await gw.metric("gateway_breaker_transitions_total", state="half_open")
         await until(lambda: sum(1 for a in load.since(opened_at) if a.reviews_error) >= 50)
