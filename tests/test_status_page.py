@@ -111,13 +111,24 @@ class Load:
         self.thread.join(timeout=30)
 
 
+def text_of(driver: webdriver.Chrome, selector: str) -> str:
+    """The text of the element `selector` finds, read in one step in the page: the page
+    replaces its live part on every refresh, so an element found first and read after
+    can be gone by then (selenium's StaleElementReferenceException)."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+        selector,
+    )
+    assert isinstance(text, str), f"nothing on the page matches {selector}"
+    return text
+
+
 def breaker_badge(driver: webdriver.Chrome, backend: RecordingBackend) -> str:
-    selector = f"[data-breaker='reviews {backend.url}']"
-    return driver.find_element(By.CSS_SELECTOR, selector).text
+    return text_of(driver, f"[data-breaker='reviews {backend.url}']")
 
 
 def shows_a_failed_request(driver: webdriver.Chrome, request_ids: list[str]) -> bool:
-    listed = set(driver.find_element(By.ID, "live").text.split())
+    listed = set(text_of(driver, "#live").split())
     return any(rid in listed for rid in list(request_ids))
 
 
@@ -160,7 +171,7 @@ def test_the_status_page_shows_an_open_breaker_within_its_refresh_interval(
                 WebDriverWait(browser, REFRESH_SECONDS + 1.5, poll_frequency=0.1).until(
                     lambda d: shows_a_failed_request(d, load.request_ids)
                 )
-                assert "reviews" in browser.find_element(By.ID, "live").text
+                assert "reviews" in text_of(browser, "#live")
                 shots = Path(os.environ.get("FANOUT_SCREENSHOT_DIR", tmp_path))
                 shot = shots / "observability-status.png"
                 assert browser.save_screenshot(str(shot))
