@@ -78,22 +78,37 @@ class Outcome:
         return self.error is None
 
 
-async def execute(
+def execute(
     nodes: Sequence[Node], deadline: float, done: Mapping[str, Outcome] | None = None
-) -> dict[str, Outcome]:
+) -> Awaitable[dict[str, Outcome]]:
     """Run every node; each is bounded by its own timeout and by `deadline` (loop time).
 
     `done` holds outcomes of calls that ran before (a background call needs the calls that
     answered the client): nodes may need them, and they are not returned again.
+
+    Called in a running loop; what it returns (a coroutine) is the run. A plain function
+    that hands on the coroutine of the way it chose: every frame of a call's await chain
+    is stepped through each time the call resumes, so the chain has no frame of its own.
     """
     loop = asyncio.get_running_loop()
     known = dict(done or {})
     settled = _settle(nodes, known, loop) if any(n.ready is not None for n in nodes) else {}
     if settled:
-        rest = [node for node in nodes if node.name not in settled]
-        ran = await _execute(rest, deadline, known, loop) if rest else {}
-        return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
-    return await _execute(nodes, deadline, known, loop)
+        return _execute_rest(nodes, settled, deadline, known, loop)
+    return _execute(nodes, deadline, known, loop)
+
+
+async def _execute_rest(
+    nodes: Sequence[Node],
+    settled: Mapping[str, Outcome],
+    deadline: float,
+    known: Mapping[str, Outcome],
+    loop: asyncio.AbstractEventLoop,
+) -> dict[str, Outcome]:
+    """`execute` once some nodes have settled at once: the others run."""
+    rest = [node for node in nodes if node.name not in settled]
+    ran = await _execute(rest, deadline, known, loop) if rest else {}
+    return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
 
 
 def _settle(
@@ -127,15 +142,26 @@ def _settle(
     return settled
 
 
-async def _execute(
+def _execute(
+    nodes: Sequence[Node],
+    deadline: float,
+    known: Mapping[str, Outcome],
+    loop: asyncio.AbstractEventLoop,
+) -> Awaitable[dict[str, Outcome]]:
+    """Run `nodes`, which may need the calls of `known` (finished already)."""
+    if all(need in known for node in nodes for need in node.needs):
+        return _execute_independent(nodes, deadline, loop, known)
+    return _execute_graph(nodes, deadline, known, loop)
+
+
+async def _execute_graph(
     nodes: Sequence[Node],
     deadline: float,
     known: Mapping[str, Outcome],
     loop: asyncio.AbstractEventLoop,
 ) -> dict[str, Outcome]:
-    """Run `nodes`, which may need the calls of `known` (finished already)."""
-    if all(need in known for node in nodes for need in node.needs):
-        return await _execute_independent(nodes, deadline, loop, known)
+    """`_execute` for nodes that need others of them: a task each, finished ones announced
+    through futures."""
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
     for name, outcome in known.items():
