@@ -204,16 +204,20 @@ async def _execute_independent(
     if len(nodes) == 1:
         only = nodes[0]
         return {only.name: await _run_node(only, finished, results, deadline, loop)}
-    outcomes: dict[str, Outcome] = {}
-
-    async def run(node: Node) -> None:
-        outcomes[node.name] = await _run_node(node, finished, results, deadline, loop)
-
+    *others, last = nodes
+    # each task runs the node itself, its Outcome the task's result: no wrapper coroutine
+    # (a frame more in the await chain) to store it
     async with asyncio.TaskGroup() as group:
-        for node in nodes[:-1]:
-            group.create_task(run(node), name=f"call:{node.name}")
-        await run(nodes[-1])
-    return {node.name: outcomes[node.name] for node in nodes}
+        tasks = [
+            group.create_task(
+                _run_node(node, finished, results, deadline, loop), name=f"call:{node.name}"
+            )
+            for node in others
+        ]
+        outcome = await _run_node(last, finished, results, deadline, loop)
+    outcomes = {node.name: task.result() for node, task in zip(others, tasks, strict=True)}
+    outcomes[last.name] = outcome
+    return outcomes
 
 
 async def _run_node(
