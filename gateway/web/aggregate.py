@@ -75,6 +75,7 @@ def aggregation_handler(
     # a call that is tried once, under its policy timeout, ends within that timeout: execute
     # then arms no deadline timer of its own for it (one timer per call, not two)
     bounded = {call.name: single_try_bound(call) for call in plan.calls}
+    per_element = any(call.for_each is not None for call in answering)  # element metrics
 
     def node(
         call: CallPlan,
@@ -163,11 +164,15 @@ def aggregation_handler(
             check_request(plan, context)  # typed parameters, path segments
         except BadRequest as exc:
             return problem(exc.status, str(exc))
-        forwarded_query = tuple(
-            (name, value)
-            for name in plan.forward_query
-            for key, value in context.query_items
-            if key == name
+        forwarded_query = (
+            tuple(
+                (name, value)
+                for name in plan.forward_query
+                for key, value in context.query_items
+                if key == name
+            )
+            if plan.forward_query
+            else ()
         )
         forwarded = (forwarded_query, forwarded_headers(request, context))
         loop = asyncio.get_running_loop()
@@ -177,7 +182,8 @@ def aggregation_handler(
             [node(call, context, forwarded, deadline, identity) for call in answering], deadline
         )
         failed = _observe(metrics, plan.path, outcomes)
-        _observe_elements(metrics, plan.path, outcomes)
+        if per_element:
+            _observe_elements(metrics, plan.path, outcomes)
         response = respond(plan, by_name, outcomes)
         if failed:  # the failure path only: nothing is recorded for a complete answer
             metrics.window.note_failure(context.request_id, plan.path, response.status_code, failed)
@@ -221,6 +227,12 @@ def respond(
     plan: EndpointPlan, calls: Mapping[str, CallPlan], outcomes: Mapping[str, Outcome]
 ) -> Response:
     """The response for finished outcomes (pure: no I/O)."""
+    for outcome in outcomes.values():
+        if outcome.error is not None or outcome.failed_elements:
+            break
+    else:  # every call answered in full (the common case): nothing failed to sort out
+        body = assemble([c for c in plan.calls if c.name in outcomes], outcomes, plan.shaping)
+        return MergedAnswer(orjson.dumps(body), complete=True)
     failed = {name: o for name, o in outcomes.items() if not o.ok}
     # a for_each call that failed for some elements: its answer is partial
     partial = {name: o for name, o in outcomes.items() if o.ok and o.failed_elements}
