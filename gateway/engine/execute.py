@@ -6,10 +6,11 @@ needs have finished, so latency follows the slowest chain, not the sum. Expected
 TaskGroup task would cancel its siblings and we want partial results. Anything else is a bug:
 it cancels the group and propagates (-> 500). No task outlives `execute`.
 
-Two ways to run, one result: a graph with `needs` runs every node in a task of its own,
-each finished node announced through a future its dependants await. Without `needs` (most
-endpoints) nothing waits for anything: the last node runs in the caller's task and the
-others in tasks of a group (a lone node needs no task at all), and no futures are made.
+Two ways to run, one result: a graph with `needs` runs every node but the last in a task of
+its own (the last in the caller's), each finished node announced through a future its
+dependants await. Without `needs` (most endpoints) nothing waits for anything: the last
+node runs in the caller's task and the others in tasks of a group (a lone node needs no
+task at all), and no futures are made.
 A node whose own timeout ends before the deadline (`Node.bounded`) gets no second timer
 here: one timer per call, not two.
 
@@ -177,8 +178,11 @@ async def _execute_graph(
         finished[node.name].set_result(outcome)
 
     async with asyncio.TaskGroup() as group:
-        for node in nodes:
+        for node in nodes[:-1]:
             group.create_task(run(node), name=f"call:{node.name}")
+        # the last in this task (a task fewer): what it awaits are the others' futures,
+        # and what awaits it, its own
+        await run(nodes[-1])
     return {node.name: finished[node.name].result() for node in nodes}
 
 
