@@ -1,7 +1,7 @@
 """Call cache benchmark: the demo's product page with its catalog calls cached, against the
 same page uncached, side by side in one run.
 
-    python -m benchmarks.cache [--seconds 8] [--clients 16]
+    python -m benchmarks.cache [--seconds 8] [--clients 16] [--baseline DIR]
 
 The page is examples/demo.yaml's /api/products/{id}: the product and its author from the
 catalog (the author needs the product), and its reviews. Two gateways serve it from the same
@@ -9,6 +9,9 @@ catalog and reviews services; one has `cache: {ttl: 30s}` on the catalog backend
 clients fetch the pages of 20 products, alternating rounds between the two gateways so drift
 in machine load hits both alike. Targets: req/s cached / uncached >= 2, p50 <= 0.6.
 Every process is started here on 127.0.0.1 ephemeral ports and stopped by PID.
+
+`--baseline DIR` adds the same two gateways run from another checkout (say, main's:
+`git archive main | tar -x -C DIR`), in the same alternation: before/after side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from tests.processes import Running, start_gateway, start_service
+from tests.processes import REPO, Running, start_gateway, start_service
 
 PAGE = """
 version: 1
@@ -82,20 +85,20 @@ def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
 
 
 async def compare(
-    cached: Running, uncached: Running, services: list[Running], clients: int, seconds: float
+    gateways: dict[str, Running], services: list[Running], clients: int, seconds: float
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Latencies of each gateway, and the CPU seconds each process spent during its rounds
     (`gateway`, the services, `load`: this process)."""
-    results: dict[str, list[float]] = {"cached": [], "uncached": []}
-    cpu: dict[str, dict[str, float]] = {"cached": {}, "uncached": {}}
+    results: dict[str, list[float]] = {name: [] for name in gateways}
+    cpu: dict[str, dict[str, float]] = {name: {} for name in gateways}
     others = {s.name: psutil.Process(s.process.pid) for s in services}
     others["load"] = psutil.Process()
     connector = aiohttp.TCPConnector(limit=2 * clients)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for gateway in (cached, uncached):
+        for gateway in gateways.values():
             await round_of(session, gateway.url, clients, 1.0)  # warm-up (fills the cache)
         for _ in range(4):
-            for name, gateway in (("cached", cached), ("uncached", uncached)):
+            for name, gateway in gateways.items():
                 processes = {"gateway": psutil.Process(gateway.process.pid), **others}
                 before = cpu_seconds(processes)
                 results[name] += await round_of(session, gateway.url, clients, seconds / 4)
@@ -111,31 +114,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per gateway")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout to run")
     args = parser.parse_args(argv)
+    trees = {"": REPO, **({"baseline ": args.baseline.resolve()} if args.baseline else {})}
     catalog, reviews = start_service("catalog"), start_service("reviews")
-    gateways: list[Running] = []
+    gateways: dict[str, Running] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for name, cache in (("cached", ", cache: {ttl: 30s}"), ("uncached", "")):
-                path = Path(tmp) / f"{name}.yaml"
-                path.write_text(PAGE.format(catalog=catalog.url, reviews=reviews.url, cache=cache))
-                gateways.append(start_gateway(path, env={"GATEWAY_LOG_LEVEL": "warning"}))
+            for tree, cwd in trees.items():
+                for name, cache in (("cached", ", cache: {ttl: 30s}"), ("uncached", "")):
+                    path = Path(tmp) / f"{name}.yaml"
+                    path.write_text(
+                        PAGE.format(catalog=catalog.url, reviews=reviews.url, cache=cache)
+                    )
+                    gateways[tree + name] = start_gateway(
+                        path, env={"GATEWAY_LOG_LEVEL": "warning"}, cwd=cwd
+                    )
             results, cpu = asyncio.run(
-                compare(gateways[0], gateways[1], [catalog, reviews], args.clients, args.seconds)
+                compare(gateways, [catalog, reviews], args.clients, args.seconds)
             )
     finally:
-        for process in (*gateways, catalog, reviews):
+        for process in (*gateways.values(), catalog, reviews):
             process.stop()
     rate = {name: len(samples) / args.seconds for name, samples in results.items()}
     p50 = {name: statistics.median(samples) for name, samples in results.items()}
     print(f"demo product page, {args.clients} clients, 20 products, {args.seconds:g} s per gateway")
-    for name in ("cached", "uncached"):
-        print(f"  {name:9s} {rate[name]:8.0f} req/s   p50 {p50[name] * 1000:6.2f} ms")
+    for name in gateways:
+        print(f"  {name:18s} {rate[name]:8.0f} req/s   p50 {p50[name] * 1000:6.2f} ms")
         pages = len(results[name])
         spent = "  ".join(f"{p} {s / pages * 1e6:4.0f}" for p, s in cpu[name].items())
-        print(f"            CPU us per page: {spent}")
-    print(f"  req/s ratio   {rate['cached'] / rate['uncached']:6.2f}   (target >= 2)")
-    print(f"  p50 ratio     {p50['cached'] / p50['uncached']:6.2f}   (target <= 0.6)")
+        print(f"                     CPU us per page: {spent}")
+    for tree in trees:
+        cached, uncached = tree + "cached", tree + "uncached"
+        print(f"  {tree}req/s ratio   {rate[cached] / rate[uncached]:6.2f}   (target >= 2)")
+        print(f"  {tree}p50 ratio     {p50[cached] / p50[uncached]:6.2f}   (target <= 0.6)")
     return 0
 
 

@@ -64,16 +64,18 @@ def start(
     sock: socket.socket | None = None,
     stderr: int | IO[bytes] | None = None,
     stdout: int | IO[bytes] | None = None,
+    cwd: Path = REPO,
 ) -> Running:
     """Start `argv` with `--fd N` appended, serving on a fresh (or given) listening socket;
     its stderr (stdout) goes to `stderr` (`stdout`) when given: a file, or `subprocess.PIPE`
-    for a reader such as `LogWatch` (a pipe nobody reads could fill up)."""
+    for a reader such as `LogWatch` (a pipe nobody reads could fill up). `cwd`: where it
+    runs (`python -m` imports from there first: another checkout's code)."""
     sock = sock or listening_socket()
     fd = sock.fileno()
     process = subprocess.Popen(
         [*argv, "--fd", str(fd)],
         pass_fds=(fd,),
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stderr=stderr,
         stdout=stdout,
@@ -96,7 +98,8 @@ def start_gateway(
     sock: socket.socket | None = None,
     stderr: int | IO[bytes] | None = None,
     stdout: int | IO[bytes] | None = None,
+    cwd: Path = REPO,
 ) -> Running:
-    """The gateway on `config`, as `gateway run` would start it."""
+    """The gateway on `config`, as `gateway run` would start it (from the checkout `cwd`)."""
     argv = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
-    return start("gateway", argv, env, sock, stderr, stdout)
+    return start("gateway", argv, env, sock, stderr, stdout, cwd)

@@ -329,3 +329,39 @@ async def test_a_ready_node_may_fail_and_a_dependant_of_a_running_node_waits_for
     assert isinstance(skipped, Skipped) and skipped.cause == "broken"
     # `after` needed a call that had to run: it ran after it, as a node always did
     assert ran == ["after"] and outcomes["after"].value == "after ran"
+
+
+async def test_a_graph_runs_its_last_node_in_the_callers_task_the_others_in_tasks() -> None:
+    seen: dict[str, asyncio.Task[Any] | None] = {}
+
+    async def needs_both(results: Mapping[str, Any]) -> Any:
+        seen["last"] = asyncio.current_task()
+        return [results["first"], results["second"]]
+
+    loop = asyncio.get_running_loop()
+    first, second = where("first", seen), where("second", seen)
+    outcomes = await execute(
+        [
+            first,
+            Node("second", ("first",), 5, second.run),
+            Node("last", ("second",), 5, needs_both),
+        ],
+        loop.time() + 5,
+    )
+    assert [o.value for o in outcomes.values()] == ["first", "second", ["first", "second"]]
+    assert seen["last"] is asyncio.current_task()
+    tasks = [seen["first"], seen["second"]]
+    assert all(t is not None and t is not asyncio.current_task() for t in tasks)
+    assert [t.get_name() for t in tasks if t is not None] == ["call:first", "call:second"]
+
+
+async def test_a_graph_skips_its_last_node_when_a_call_it_needs_failed() -> None:
+    async def fails(results: Mapping[str, Any]) -> Any:
+        raise BadStatus("down", status=503)
+
+    loop = asyncio.get_running_loop()
+    outcomes = await execute(
+        [Node("first", (), 5, fails), Node("then", ("first",), 5, fails)], loop.time() + 5
+    )
+    assert isinstance(outcomes["first"].error, BadStatus)
+    assert isinstance(outcomes["then"].error, Skipped) and outcomes["then"].error.cause == "first"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.engine.merge import Shape, dotted, merge, pick_field, transform
+from gateway.engine.merge import Shape, _allow, dotted, merge, pick_field, transform
 from gateway.errors import BadBody
 
 PRODUCT = {"id": 1, "name": "Lamp", "price_cents": 900, "dims": {"w": 1, "h": 2}, "tags": ["a"]}
@@ -67,3 +67,39 @@ def test_merge_follows_config_order_and_groups() -> None:
         "e": [1, 2],
         "count": 7,
     }
+
+
+ALLOW_PATHS = [
+    (("id",), ("name",)),
+    (("dims", "w"),),
+    (("dims",), ("dims", "w")),
+    (("dims", "w"), ("dims",)),
+    (("missing",), ("dims", "nope")),
+    (("items", "id"), ("items", "tags")),
+    (("items", "*", "id"),),
+    (("items", "*"),),
+    (("*",),),
+    (("*", "w"), ("id",)),
+    (("id",), ("dims", "*")),
+    (("0",), ("items", "0")),
+]
+ALLOW_VALUES = [
+    PRODUCT,
+    {"items": [{"id": 1, "tags": ["x"], "x": 2}, {"id": 3}, 7, [{"id": 4, "y": 5}]], "id": 9},
+    [{"id": 1, "dims": {"w": 1, "h": 2}}, [{"name": "n"}], "text"],
+    {"0": "zero", "dims": [{"w": 1}, {"h": 2}], "name": None},
+    42,
+]
+
+
+@pytest.mark.parametrize("paths", ALLOW_PATHS, ids=str)
+@pytest.mark.parametrize("value", ALLOW_VALUES, ids=range(len(ALLOW_VALUES)))
+def test_compiled_allow_shapes_as_the_generic_walk(paths: Any, value: Any) -> None:
+    """`Shape.allowing` (compiled at start-up) keeps exactly what `_allow` keeps, key order
+    included, and leaves the value itself untouched."""
+    before = repr(value)
+    compiled = Shape("p", allow=paths).allowing
+    assert compiled is not None
+    shaped = compiled.apply(value)
+    assert repr(shaped) == repr(_allow(value, paths))  # repr: the key order too
+    assert repr(value) == before

@@ -31,7 +31,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.policies.breaker import Breaker, Permit, State, guarded, is_failure
-from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.bulkhead import Bulkhead, bulkhead, timed_bulkhead
 from gateway.policies.cache import Caches
 from gateway.policies.chain import Resilience
 from gateway.policies.coalesce import Flights, coalesce, coalesce_key
@@ -40,7 +40,7 @@ from gateway.policies.metrics import PolicyMetrics
 from gateway.policies.resolve import CallPolicies, resolve_policies
 from gateway.policies.retry import WINDOW_SECONDS, RetryBudget, backoff_delay, retry, retryable
 from gateway.policies.timeout import timeout
-from gateway.types import BackendRequest, BackendResponse, Call
+from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 OK = BackendResponse(200, {"ok": True})
 
@@ -525,18 +525,44 @@ async def test_retry_counts_each_call_once_and_each_retry_when_it_is_made() -> N
     assert (budget.calls, budget.retries) == (2, 3) and fake.cancelled == [1]
 
 
-async def test_timeout_bounds_one_try() -> None:
+# a chain without breaker or tracing has both policies in one frame (`timed_bulkhead`)
+TIMEOUTS: dict[str, Callable[[float], Policy]] = {
+    "timeout": timeout,
+    "timed_bulkhead": lambda seconds: timed_bulkhead(Bulkhead("b", None), seconds, Count()),
+}
+BULKHEADS: dict[str, Callable[[Bulkhead, Count], Policy]] = {
+    "bulkhead": lambda state, rejected: bulkhead(state, on_reject=rejected),
+    "timed_bulkhead": lambda state, rejected: timed_bulkhead(state, 10.0, rejected),
+}
+
+
+@pytest.mark.parametrize("policy", TIMEOUTS.values(), ids=TIMEOUTS.keys())
+async def test_timeout_bounds_one_try(policy: Callable[[float], Policy]) -> None:
     fake = Fake(held=True)
     with pytest.raises(CallTimeout, match=r"timeout of 0.01s"):
-        await timeout(0.01)(fake)(BackendRequest())
+        await policy(0.01)(fake)(BackendRequest())
     assert fake.cancelled == [0]
 
 
-async def test_bulkhead_refuses_over_capacity_at_once_and_frees_slots() -> None:
+async def test_timed_bulkhead_frees_the_slot_of_a_try_that_timed_out() -> None:
+    state = Bulkhead("b", 1)
+    fake = Fake(held=True)
+    call = timed_bulkhead(state, 0.01, Count())(fake)
+    with pytest.raises(CallTimeout):
+        await call(BackendRequest())
+    assert state.in_flight == 0
+    fake.open()
+    assert await call(BackendRequest()) == OK
+
+
+@pytest.mark.parametrize("policy", BULKHEADS.values(), ids=BULKHEADS.keys())
+async def test_bulkhead_refuses_over_capacity_at_once_and_frees_slots(
+    policy: Callable[[Bulkhead, Count], Policy],
+) -> None:
     state = Bulkhead("b", 2)
     rejected = Count()
     fake = Fake(held=True)
-    call = bulkhead(state, on_reject=rejected)(fake)
+    call = policy(state, rejected)(fake)
     first = asyncio.ensure_future(call(BackendRequest()))
     second = asyncio.ensure_future(call(BackendRequest()))
     await until(lambda: fake.calls == 2)

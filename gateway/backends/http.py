@@ -239,7 +239,14 @@ def http_call(upstream: HttpUpstream, traced: bool = False) -> Call:
             sent.append(("Content-Type", request.content_type))
         if traced:
             sent.extend(outgoing_headers())
-        async with upstream.slots:
+        slots = upstream.slots
+        # a free slot is taken here, as `acquire` would take it, without the coroutine it
+        # is (nor the generator its `locked()` makes on every call)
+        if slots._value > 0 and not slots._waiters:
+            slots._value -= 1
+        else:
+            await slots.acquire()
+        try:
             try:
                 async with upstream.session.request(
                     request.method,
@@ -269,6 +276,8 @@ def http_call(upstream: HttpUpstream, traced: bool = False) -> Call:
                 raise UpstreamUnavailable(
                     f"bad response from {upstream.name}", details=str(exc)
                 ) from exc
+        finally:
+            slots.release()
         if not 200 <= status < 300:
             kept = (
                 400 <= status < 500

@@ -6,10 +6,11 @@ needs have finished, so latency follows the slowest chain, not the sum. Expected
 TaskGroup task would cancel its siblings and we want partial results. Anything else is a bug:
 it cancels the group and propagates (-> 500). No task outlives `execute`.
 
-Two ways to run, one result: a graph with `needs` runs every node in a task of its own,
-each finished node announced through a future its dependants await. Without `needs` (most
-endpoints) nothing waits for anything: the last node runs in the caller's task and the
-others in tasks of a group (a lone node needs no task at all), and no futures are made.
+Two ways to run, one result: a graph with `needs` runs every node but the last in a task of
+its own (the last in the caller's), each finished node announced through a future its
+dependants await. Without `needs` (most endpoints) nothing waits for anything: the last
+node runs in the caller's task and the others in tasks of a group (a lone node needs no
+task at all), and no futures are made.
 A node whose own timeout ends before the deadline (`Node.bounded`) gets no second timer
 here: one timer per call, not two.
 
@@ -78,22 +79,37 @@ class Outcome:
         return self.error is None
 
 
-async def execute(
+def execute(
     nodes: Sequence[Node], deadline: float, done: Mapping[str, Outcome] | None = None
-) -> dict[str, Outcome]:
+) -> Awaitable[dict[str, Outcome]]:
     """Run every node; each is bounded by its own timeout and by `deadline` (loop time).
 
     `done` holds outcomes of calls that ran before (a background call needs the calls that
     answered the client): nodes may need them, and they are not returned again.
+
+    Called in a running loop; what it returns (a coroutine) is the run. A plain function
+    that hands on the coroutine of the way it chose: every frame of a call's await chain
+    is stepped through each time the call resumes, so the chain has no frame of its own.
     """
     loop = asyncio.get_running_loop()
     known = dict(done or {})
     settled = _settle(nodes, known, loop) if any(n.ready is not None for n in nodes) else {}
     if settled:
-        rest = [node for node in nodes if node.name not in settled]
-        ran = await _execute(rest, deadline, known, loop) if rest else {}
-        return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
-    return await _execute(nodes, deadline, known, loop)
+        return _execute_rest(nodes, settled, deadline, known, loop)
+    return _execute(nodes, deadline, known, loop)
+
+
+async def _execute_rest(
+    nodes: Sequence[Node],
+    settled: Mapping[str, Outcome],
+    deadline: float,
+    known: Mapping[str, Outcome],
+    loop: asyncio.AbstractEventLoop,
+) -> dict[str, Outcome]:
+    """`execute` once some nodes have settled at once: the others run."""
+    rest = [node for node in nodes if node.name not in settled]
+    ran = await _execute(rest, deadline, known, loop) if rest else {}
+    return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
 
 
 def _settle(
@@ -127,15 +143,26 @@ def _settle(
     return settled
 
 
-async def _execute(
+def _execute(
+    nodes: Sequence[Node],
+    deadline: float,
+    known: Mapping[str, Outcome],
+    loop: asyncio.AbstractEventLoop,
+) -> Awaitable[dict[str, Outcome]]:
+    """Run `nodes`, which may need the calls of `known` (finished already)."""
+    if all(need in known for node in nodes for need in node.needs):
+        return _execute_independent(nodes, deadline, loop, known)
+    return _execute_graph(nodes, deadline, known, loop)
+
+
+async def _execute_graph(
     nodes: Sequence[Node],
     deadline: float,
     known: Mapping[str, Outcome],
     loop: asyncio.AbstractEventLoop,
 ) -> dict[str, Outcome]:
-    """Run `nodes`, which may need the calls of `known` (finished already)."""
-    if all(need in known for node in nodes for need in node.needs):
-        return await _execute_independent(nodes, deadline, loop, known)
+    """`_execute` for nodes that need others of them: a task each, finished ones announced
+    through futures."""
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
     for name, outcome in known.items():
@@ -151,8 +178,11 @@ async def _execute(
         finished[node.name].set_result(outcome)
 
     async with asyncio.TaskGroup() as group:
-        for node in nodes:
+        for node in nodes[:-1]:
             group.create_task(run(node), name=f"call:{node.name}")
+        # the last in this task (a task fewer): what it awaits are the others' futures,
+        # and what awaits it, its own
+        await run(nodes[-1])
     return {node.name: finished[node.name].result() for node in nodes}
 
 
@@ -178,16 +208,20 @@ async def _execute_independent(
     if len(nodes) == 1:
         only = nodes[0]
         return {only.name: await _run_node(only, finished, results, deadline, loop)}
-    outcomes: dict[str, Outcome] = {}
-
-    async def run(node: Node) -> None:
-        outcomes[node.name] = await _run_node(node, finished, results, deadline, loop)
-
+    *others, last = nodes
+    # each task runs the node itself, its Outcome the task's result: no wrapper coroutine
+    # (a frame more in the await chain) to store it
     async with asyncio.TaskGroup() as group:
-        for node in nodes[:-1]:
-            group.create_task(run(node), name=f"call:{node.name}")
-        await run(nodes[-1])
-    return {node.name: outcomes[node.name] for node in nodes}
+        tasks = [
+            group.create_task(
+                _run_node(node, finished, results, deadline, loop), name=f"call:{node.name}"
+            )
+            for node in others
+        ]
+        outcome = await _run_node(last, finished, results, deadline, loop)
+    outcomes = {node.name: task.result() for node, task in zip(others, tasks, strict=True)}
+    outcomes[last.name] = outcome
+    return outcomes
 
 
 async def _run_node(

@@ -10,8 +10,8 @@ is crossed whether or not a `*` says so, and a number names a key (`target` inde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.engine.paths import WILDCARD, get, matches
@@ -30,6 +30,61 @@ class Shape:
     deny: tuple[tuple[str, ...], ...] = ()
     rename: tuple[tuple[str, str], ...] = ()
     group: str | None = None
+    allowing: Allowed | None = field(init=False, repr=False, compare=False)
+    """`allow` compiled (None without it): what `_allow` works out from the paths for every
+    value, worked out once."""
+    renames: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    """`rename` as a mapping."""
+
+    def __post_init__(self) -> None:
+        allowing = Allowed(self.allow) if self.allow is not None else None
+        object.__setattr__(self, "allowing", allowing)
+        object.__setattr__(self, "renames", dict(self.rename))
+
+
+class Allowed:
+    """An `allow` list compiled at start-up: per object, the keys kept whole and the keys
+    whose values are allowed further (each with its own `Allowed`), so a value is shaped in
+    one pass over its keys. Paths with a `*` at some level are shaped from there on by
+    `_allow` itself, which reads the keys a `*` matches from each value."""
+
+    __slots__ = ("generic", "nested", "paths", "whole")
+
+    def __init__(self, paths: tuple[tuple[str, ...], ...]) -> None:
+        self.paths = paths
+        self.generic = any(not path or path[0] == WILDCARD for path in paths)
+        self.whole: frozenset[str] = frozenset()
+        self.nested: dict[str, Allowed] = {}
+        if self.generic:
+            return
+        self.whole = frozenset(path[0] for path in paths if len(path) == 1)
+        rests: dict[str, list[tuple[str, ...]]] = {}
+        for path in paths:
+            if len(path) > 1 and path[0] not in self.whole:
+                rests.setdefault(path[0], []).append(path[1:])
+        self.nested = {head: Allowed(tuple(inner)) for head, inner in rests.items()}
+
+    def __repr__(self) -> str:
+        return f"<Allowed {['.'.join(path) for path in self.paths]}>"
+
+    def apply(self, value: JSON) -> JSON:
+        """What `_allow(value, self.paths)` gives."""
+        if self.generic:
+            return _allow(value, self.paths)
+        if isinstance(value, list):  # without a `*` to strip, elements are allowed the same
+            return [self.apply(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        whole, nested = self.whole, self.nested
+        kept: dict[str, Any] = {}
+        for key, item in value.items():  # the upstream's key order, as `_allow` keeps it
+            if key in whole:
+                kept[key] = item
+            else:
+                inner = nested.get(key)
+                if inner is not None:
+                    kept[key] = inner.apply(item)
+        return kept
 
 
 def dotted(path: str | None) -> tuple[str, ...]:
@@ -58,12 +113,12 @@ def transform(value: JSON, shape: Shape) -> JSON:
         return [transform(item, shape) for item in value]
     if not isinstance(value, dict):
         return value
-    if shape.allow is not None:
-        value = _allow(value, shape.allow)
+    if shape.allowing is not None:
+        value = shape.allowing.apply(value)
     for path in shape.deny:
         value = _deny(value, path)
     if shape.rename:
-        renames = dict(shape.rename)
+        renames = shape.renames
         value = {renames.get(key, key): item for key, item in value.items()}
     return value
 

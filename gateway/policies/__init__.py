@@ -11,6 +11,8 @@ Outermost first (see docs/resilience.md for the why of each place):
 * breaker inside the bulkhead: a refused call never reaches it, and its per-host choice skips
   open hosts, which takes a failing host out of the round-robin.
 * timeout innermost: each try gets the full timeout, and the breaker sees timeouts as failures.
+  With nothing between them (no breaker, no tracing) bulkhead and timeout are one coroutine
+  (`timed_bulkhead`): the same order, a frame less per call.
 
 Backend-level state (breakers, bulkhead, retry budget, in-flight identical requests) is built
 once per app when the backends are open and shared by every call to that backend;

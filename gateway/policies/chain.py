@@ -16,7 +16,7 @@ from typing import Protocol
 
 from gateway.config.models import ResilienceSpec
 from gateway.policies.breaker import Breaker, State, guarded
-from gateway.policies.bulkhead import Bulkhead, bulkhead
+from gateway.policies.bulkhead import Bulkhead, bulkhead, timed_bulkhead
 from gateway.policies.cache import Caches, cached
 from gateway.policies.coalesce import Flights, coalesce
 from gateway.policies.hedge import hedge
@@ -125,9 +125,11 @@ class Resilience:
                 on_reject=circuit_open,
                 rotation=state.rotation,
             )
+            call = bulkhead(state.bulkhead, on_reject=bulkhead_full)(call)
+        elif trace is None:  # nothing between the bulkhead and the timeout: one frame
+            call = timed_bulkhead(state.bulkhead, policies.timeout, bulkhead_full)(state.call)
         else:
-            call = timed(state.call, state.host)
-        call = bulkhead(state.bulkhead, on_reject=bulkhead_full)(call)
+            call = bulkhead(state.bulkhead, on_reject=bulkhead_full)(timed(state.call, state.host))
         if policies.hedge is not None:
             call = hedge(
                 policies.hedge,

@@ -22,8 +22,13 @@ def timeout(seconds: float) -> Policy:
                 async with asyncio.timeout(seconds):
                     return await inner(request)
             except TimeoutError:
-                raise CallTimeout(f"no answer within the timeout of {seconds:g}s") from None
+                raise timed_out(seconds) from None
 
         return call
 
     return policy
+
+
+def timed_out(seconds: float) -> CallTimeout:
+    """The error of a try that took longer than its timeout of `seconds`."""
+    return CallTimeout(f"no answer within the timeout of {seconds:g}s")

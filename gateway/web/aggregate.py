@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -31,6 +31,7 @@ from gateway.engine.execute import Node, Outcome, execute
 from gateway.engine.foreach import run_for_each
 from gateway.engine.merge import pick_field
 from gateway.engine.plan import CallPlan, EndpointPlan, check_request, render_request
+from gateway.engine.templates import Sources
 from gateway.errors import (
     BadArgument,
     BadRequest,
@@ -43,15 +44,12 @@ from gateway.errors import (
 )
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policies.cache import CachedCall
-from gateway.types import JSON, BackendRequest, Call
+from gateway.types import JSON, BackendRequest, BackendResponse, Call
 from gateway.web.background import BackgroundCalls
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding, connection_named
 from gateway.web.observe import note_failed_calls
 from gateway.web.problems import problem
 from gateway.web.steps import Handler
-
-Forwarded = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
-"""(query pairs, header pairs) every call of one request gets."""
 
 
 def aggregation_handler(
@@ -75,74 +73,19 @@ def aggregation_handler(
     # a call that is tried once, under its policy timeout, ends within that timeout: execute
     # then arms no deadline timer of its own for it (one timer per call, not two)
     bounded = {call.name: single_try_bound(call) for call in plan.calls}
+    per_element = any(call.for_each is not None for call in answering)  # element metrics
 
-    def node(
-        call: CallPlan,
-        context: RequestContext,
-        forwarded: Forwarded,
-        deadline: float,
-        identity: str,
-    ) -> Node:
-        backend_call = calls[call.name]
-        forwarded_query, forwarded_headers = forwarded
+    peeks = {name: c.peek if isinstance(c, CachedCall) else None for name, c in calls.items()}
 
-        peek = backend_call.peek if isinstance(backend_call, CachedCall) else None
-        rendered: BackendRequest | None = None  # by `ready`, for `run` after a miss
-
-        def ready(results: Mapping[str, Any]) -> tuple[JSON] | None:
-            nonlocal rendered
-            assert peek is not None
-            rendered = render_request(
-                call,
-                {**context.sources, "calls": results},
-                forwarded_query,
-                forwarded_headers,
-                deadline,
-                identity=identity,
-                client_body=context.raw_body,
-            )
-            response = peek(rendered)
-            return None if response is None else (pick_field(response.body, call.shape.pick),)
-
-        async def run(results: Mapping[str, Any]) -> JSON:
-            if rendered is not None:  # `ready` rendered it from these results: a miss
-                response = await backend_call(rendered)
-                return pick_field(response.body, call.shape.pick)
-            # the results of the calls finished so far are the `calls` source
-            sources = {**context.sources, "calls": results}
-            if call.for_each is not None:
-                return await run_for_each(
-                    call.for_each,
-                    sources,
-                    lambda item: render_request(
-                        call,
-                        item,
-                        forwarded_query,
-                        forwarded_headers,
-                        deadline,
-                        identity=identity,
-                        client_body=context.raw_body,
-                    ),
-                    backend_call,
-                    call.shape.pick,
-                )
-            backend_request = render_request(
-                call,
-                sources,
-                forwarded_query,
-                forwarded_headers,
-                deadline,
-                identity=identity,
-                client_body=context.raw_body,
-            )
-            response = await backend_call(backend_request)
-            return pick_field(response.body, call.shape.pick)
-
+    def node(call: CallPlan, shared: _Shared) -> Node:
+        runner = _CallRun(call, calls[call.name], peeks[call.name], shared)
         # the call's own timeout bounds each try inside the policies (gateway/policies), so
         # that retries get one each and breakers see timeouts; here only the deadline
-        if peek is None or call.for_each is not None:
-            return Node(call.name, call.needs, plan.timeout, run, bounded[call.name])
-        return Node(call.name, call.needs, plan.timeout, run, bounded[call.name], ready)
+        if runner.peek is None or call.for_each is not None:
+            return Node(call.name, call.needs, plan.timeout, runner.run, bounded[call.name])
+        return Node(
+            call.name, call.needs, plan.timeout, runner.run, bounded[call.name], runner.ready
+        )
 
     def forwarded_headers(request: Request, context: RequestContext) -> tuple[tuple[str, str], ...]:
         """The listed client headers (not those its Connection header names), what the
@@ -163,21 +106,25 @@ def aggregation_handler(
             check_request(plan, context)  # typed parameters, path segments
         except BadRequest as exc:
             return problem(exc.status, str(exc))
-        forwarded_query = tuple(
-            (name, value)
-            for name in plan.forward_query
-            for key, value in context.query_items
-            if key == name
+        forwarded_query = (
+            tuple(
+                (name, value)
+                for name in plan.forward_query
+                for key, value in context.query_items
+                if key == name
+            )
+            if plan.forward_query
+            else ()
         )
-        forwarded = (forwarded_query, forwarded_headers(request, context))
+        told = forwarded_headers(request, context)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + plan.timeout
         identity = context.identity
-        outcomes = await execute(
-            [node(call, context, forwarded, deadline, identity) for call in answering], deadline
-        )
+        shared = _Shared(context, forwarded_query, told, deadline, identity)
+        outcomes = await execute([node(call, shared) for call in answering], deadline)
         failed = _observe(metrics, plan.path, outcomes)
-        _observe_elements(metrics, plan.path, outcomes)
+        if per_element:
+            _observe_elements(metrics, plan.path, outcomes)
         response = respond(plan, by_name, outcomes)
         if failed:  # the failure path only: nothing is recorded for a complete answer
             metrics.window.note_failure(context.request_id, plan.path, response.status_code, failed)
@@ -190,11 +137,8 @@ def aggregation_handler(
 
             async def run_later() -> Mapping[str, Outcome]:
                 deadline = loop.time() + plan.timeout  # the endpoint's budget, from now
-                done = await execute(
-                    [node(call, context, forwarded, deadline, identity) for call in later],
-                    deadline,
-                    outcomes,
-                )
+                shared = _Shared(context, forwarded_query, told, deadline, identity)
+                done = await execute([node(call, shared) for call in later], deadline, outcomes)
                 _observe(metrics, plan.path, done)
                 return done
 
@@ -205,6 +149,87 @@ def aggregation_handler(
         return response
 
     return handle
+
+
+class _Shared:
+    """What every call of one request is rendered with."""
+
+    __slots__ = ("context", "deadline", "forwarded_headers", "forwarded_query", "identity")
+
+    def __init__(
+        self,
+        context: RequestContext,
+        forwarded_query: tuple[tuple[str, str], ...],
+        forwarded_headers: tuple[tuple[str, str], ...],
+        deadline: float,
+        identity: str,
+    ) -> None:
+        self.context = context
+        self.forwarded_query = forwarded_query
+        self.forwarded_headers = forwarded_headers
+        self.deadline = deadline
+        self.identity = identity
+
+    def render(self, call: CallPlan, sources: Sources) -> BackendRequest:
+        """The backend request of `call` from `sources`, with what the request forwards."""
+        return render_request(
+            call,
+            sources,
+            self.forwarded_query,
+            self.forwarded_headers,
+            self.deadline,
+            identity=self.identity,
+            client_body=self.context.raw_body,
+        )
+
+
+class _CallRun:
+    """One call of one request: its `Node.run`, and `Node.ready` for a cached call.
+
+    An object and its two bound methods rather than two closures: per call and request, a
+    few objects for the cycle collector to walk instead of a dozen cells and functions."""
+
+    __slots__ = ("backend_call", "call", "peek", "rendered", "shared")
+
+    def __init__(
+        self,
+        call: CallPlan,
+        backend_call: Call,
+        peek: Callable[[BackendRequest], BackendResponse | None] | None,
+        shared: _Shared,
+    ) -> None:
+        self.call = call
+        self.backend_call = backend_call
+        self.peek = peek
+        self.shared = shared
+        self.rendered: BackendRequest | None = None  # by `ready`, for `run` after a miss
+
+    def ready(self, results: Mapping[str, Any]) -> tuple[JSON] | None:
+        assert self.peek is not None
+        call = self.call
+        self.rendered = rendered = self.shared.render(
+            call, {**self.shared.context.sources, "calls": results}
+        )
+        response = self.peek(rendered)
+        return None if response is None else (pick_field(response.body, call.shape.pick),)
+
+    async def run(self, results: Mapping[str, Any]) -> JSON:
+        call, shared = self.call, self.shared
+        if self.rendered is not None:  # `ready` rendered it from these results: a miss
+            response = await self.backend_call(self.rendered)
+            return pick_field(response.body, call.shape.pick)
+        # the results of the calls finished so far are the `calls` source
+        sources = {**shared.context.sources, "calls": results}
+        if call.for_each is not None:
+            return await run_for_each(
+                call.for_each,
+                sources,
+                lambda item: shared.render(call, item),
+                self.backend_call,
+                call.shape.pick,
+            )
+        response = await self.backend_call(shared.render(call, sources))
+        return pick_field(response.body, call.shape.pick)
 
 
 def single_try_bound(call: CallPlan) -> float | None:
@@ -221,6 +246,12 @@ def respond(
     plan: EndpointPlan, calls: Mapping[str, CallPlan], outcomes: Mapping[str, Outcome]
 ) -> Response:
     """The response for finished outcomes (pure: no I/O)."""
+    for outcome in outcomes.values():
+        if outcome.error is not None or outcome.failed_elements:
+            break
+    else:  # every call answered in full (the common case): nothing failed to sort out
+        body = assemble([c for c in plan.calls if c.name in outcomes], outcomes, plan.shaping)
+        return MergedAnswer(orjson.dumps(body), complete=True)
     failed = {name: o for name, o in outcomes.items() if not o.ok}
     # a for_each call that failed for some elements: its answer is partial
     partial = {name: o for name, o in outcomes.items() if o.ok and o.failed_elements}
@@ -248,11 +279,30 @@ def respond(
     body = assemble([c for c in plan.calls if c.name in outcomes], outcomes, plan.shaping)
     if plan.error_details and (failed or partial):
         body["_errors"] = {n: _describe_outcome(o, True) for n, o in {**failed, **partial}.items()}
-    return Response(
-        orjson.dumps(body),
-        media_type="application/json",
-        headers={"X-Gateway-Complete": "false" if failed or partial else "true"},
-    )
+    return MergedAnswer(orjson.dumps(body), complete=not (failed or partial))
+
+
+_COMPLETE = (b"x-gateway-complete", b"true")
+_INCOMPLETE = (b"x-gateway-complete", b"false")
+_JSON = (b"content-type", b"application/json")
+
+
+class MergedAnswer(Response):
+    """A 200 with a merged JSON body: the headers Starlette's Response would make
+    (`X-Gateway-Complete`, Content-Length, Content-Type, in that order), without encoding
+    and scanning a header mapping on every request."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, complete: bool) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            _COMPLETE if complete else _INCOMPLETE,
+            (b"content-length", str(len(body)).encode()),
+            _JSON,
+        ]
 
 
 def revalidated(response: Response, cache_control: str, if_none_match: str | None) -> Response:

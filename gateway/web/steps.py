@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.engine.context import RequestContext
 from gateway.web.forwarding import Forwarding
@@ -64,16 +65,33 @@ def endpoint_route(
     forwarding: Forwarding,
 ) -> Route:
     """A Starlette route running `steps` in order, then `handler`."""
-    ordered = tuple(steps)
+    return Route(path, _Endpoint(tuple(steps), handler, forwarding), methods=list(methods))
 
-    async def endpoint(request: Request) -> Response:
-        scope = request.scope
-        context = RequestContext.from_scope(scope, current_request_id.get(), forwarding.client_ip)
-        for step in ordered:
+
+class _Endpoint:
+    """A route's ASGI app: the context, the steps, the handler, the answer.
+
+    An ASGI app rather than a `request -> response` function, which Starlette would wrap in
+    `request_response`: that builds two closures, a `send` wrapper and three coroutine frames
+    per request to catch the exceptions it has handlers for, which the app's own
+    ExceptionMiddleware catches all the same (steps and handlers answer problems
+    themselves; only Starlette's HTTPException has a handler)."""
+
+    __slots__ = ("client_ip", "handler", "steps")
+
+    def __init__(self, steps: tuple[Step, ...], handler: Handler, forwarding: Forwarding) -> None:
+        self.steps = steps
+        self.handler = handler
+        self.client_ip = forwarding.client_ip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        context = RequestContext.from_scope(scope, current_request_id.get(), self.client_ip)
+        for step in self.steps:
             outcome = await step(request, context)
             if isinstance(outcome, Response):
-                return _with_added(request, outcome)
+                await _with_added(request, outcome)(scope, receive, send)
+                return
             context = outcome
-        return _with_added(request, await handler(request, context))
-
-    return Route(path, endpoint, methods=list(methods))
+        response = await self.handler(request, context)
+        await _with_added(request, response)(scope, receive, send)
