@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,17 +74,44 @@ class Variant:
         return self.requests / self.seconds
 
 
-async def measure(variant: Variant, clients: int, seconds: float) -> None:
-    """One round: warm the connections, then `seconds` of closed-loop load, CPU counted."""
+async def paced(session: aiohttp.ClientSession, url: str, rate: float, seconds: float) -> int:
+    """Open-loop load: a request every 1/`rate` s for `seconds`, whether or not the ones
+    before have answered; the number answered."""
+    answered = 0
+
+    async def one() -> None:
+        nonlocal answered
+        async with session.get(url) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{url} answered {response.status}")
+        answered += 1
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        wait = start + i / rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)  # the pace of the load, not a synchronisation
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return answered
+
+
+async def measure(variant: Variant, clients: int, seconds: float, rate: float = 0.0) -> None:
+    """One round: warm the connections, then `seconds` of load, CPU counted: closed-loop
+    `clients`, or `rate` requests/s when given."""
     process = psutil.Process(variant.gateway.process.pid)
     url = f"{variant.gateway.url}/three/1"
-    connector = aiohttp.TCPConnector(limit=clients)
+    connector = aiohttp.TCPConnector(limit=max(clients, 256) if rate else clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         await latencies(session, url, clients, 0.3)
         before = sum(process.cpu_times()[:2])
-        samples = await latencies(session, url, clients, seconds)
+        if rate:
+            variant.requests += await paced(session, url, rate, seconds)
+        else:
+            variant.requests += len(await latencies(session, url, clients, seconds))
         variant.cpu += sum(process.cpu_times()[:2]) - before
-    variant.requests += len(samples)
     variant.seconds += seconds
 
 
@@ -119,10 +147,36 @@ def receiver_process(pinned: bool = False) -> Iterator[tuple[str, list[int]]]:
         child.wait(timeout=30)
 
 
-async def run_rounds(variants: list[Variant], clients: int, seconds: float, rounds: int) -> None:
+async def run_rounds(
+    variants: list[Variant], clients: int, seconds: float, rounds: int, rate: float = 0.0
+) -> None:
     for _ in range(rounds):
         for variant in variants:
-            await measure(variant, clients, seconds / rounds)
+            await measure(variant, clients, seconds / rounds, rate)
+
+
+def report(variants: list[Variant], heading: str, spans: int | str, lines: int | str) -> None:
+    plain = variants[0]
+    cpu = {v.name: v.cpu_per_request / plain.cpu_per_request for v in variants}
+    rate = {v.name: v.rate / plain.rate for v in variants}
+    print(heading)
+    for variant in variants:
+        print(
+            f"  {variant.name:<11} {variant.rate:7.0f} req/s  "
+            f"{variant.cpu_per_request * 1e6:6.0f} us CPU per request"
+        )
+    print(
+        f"tracing on / off     CPU per request {cpu['tracing']:.3f}x   (target <= 1.15)"
+        f"   req/s {rate['tracing']:.3f}x   spans received: {spans}"
+    )
+    print(
+        f"tracing 10% / off    CPU per request {cpu['tracing 10%']:.3f}x"
+        f"   req/s {rate['tracing 10%']:.3f}x"
+    )
+    print(
+        f"access log on / off  CPU per request {cpu['access log']:.3f}x   (target <= 1.05)"
+        f"   req/s {rate['access log']:.3f}x   lines written: {lines}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds")
     parser.add_argument(
         "--no-pin", action="store_true", help="leave every process where the scheduler puts it"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=300.0,
+        help="then the same at this many requests/s offered to each (0: skip)",
+    )
+    parser.add_argument(
+        "--paced-seconds", type=float, default=12.0, help="measuring time per variant, paced"
     )
     args = parser.parse_args(argv)
     pinned = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
@@ -179,39 +242,36 @@ def main(argv: list[str] | None = None) -> int:
                 pin(variant.gateway.process.pid, GATEWAY_CPU)
             pin(catalog.process.pid, OTHERS_CPU)
             os.sched_setaffinity(0, {OTHERS_CPU})
+        paced_variants = [Variant(v.name, v.gateway) for v in variants]
         try:
             asyncio.run(run_rounds(variants, args.clients, args.seconds, args.rounds))
+            if args.rate:
+                asyncio.run(
+                    run_rounds(
+                        paced_variants, args.clients, args.paced_seconds, args.rounds, args.rate
+                    )
+                )
         finally:
             for variant in variants:
                 variant.gateway.stop()
             catalog.stop()
             access_out.close()
             lines = sum(1 for _ in (Path(tmp) / "access.log").open("rb"))
-    plain = variants[0]
-    cpu = {v.name: v.cpu_per_request / plain.cpu_per_request for v in variants}
-    rate = {v.name: v.rate / plain.rate for v in variants}
     placed = "each gateway pinned to core 1, the rest to core 0" if pinned else "unpinned"
-    print(
-        f"3-call fan-out, {args.clients} clients, 5 ms backend delay, {args.rounds} rounds, "
-        + placed
+    report(
+        variants,
+        f"3-call fan-out, {args.clients} clients (closed loop), 5 ms backend delay, "
+        f"{args.rounds} rounds, {placed}",
+        "" if args.rate else received[0],
+        "" if args.rate else lines,
     )
-    for variant in variants:
-        print(
-            f"  {variant.name:<11} {variant.rate:7.0f} req/s  "
-            f"{variant.cpu_per_request * 1e6:6.0f} us CPU per request"
+    if args.rate:
+        report(
+            paced_variants,
+            f"the same, {args.rate:g} requests/s offered to each (open loop)",
+            f"{received[0]} (both parts)",
+            f"{lines} (both parts)",
         )
-    print(
-        f"tracing on / off     CPU per request {cpu['tracing']:.3f}x   (target <= 1.15)"
-        f"   req/s {rate['tracing']:.3f}x   spans received: {received[0]}"
-    )
-    print(
-        f"tracing 10% / off    CPU per request {cpu['tracing 10%']:.3f}x"
-        f"   req/s {rate['tracing 10%']:.3f}x"
-    )
-    print(
-        f"access log on / off  CPU per request {cpu['access log']:.3f}x   (target <= 1.05)"
-        f"   req/s {rate['access log']:.3f}x   lines written: {lines}"
-    )
     return 0
 
 
