@@ -7,7 +7,9 @@
     `Tracer` and an attached OTel context, as the gateway made it before; (2) the OTLP
     protobuf encoding per span on the exporting thread: otlp.py's against the SDK's
     `encode_spans`; (3) one request's observation (web/observe.py: begin and finish, with
-    the access log on) beside the same request without it.
+    the access log on) beside the same request without it; (4) one call span encoded with
+    the call's fixed attributes its own, and shared (`RecordedSpan.shared`); (5) a request
+    span under the default sampler, decided by spans.py, and through the SDK's sampler.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    StaticSampler,
+)
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 from starlette.types import Message, Receive, Scope, Send
@@ -139,11 +147,39 @@ def main(argv: list[str] | None = None) -> int:
 
     bare, with_log = asyncio.run(requests())
     log.close()
+
+    # (4) one call span encoded with the call's fixed attributes its own, and shared as
+    # policies/tracing.py shares them (RecordedSpan.shared, encoded once per encoder)
+    own = recorder.start_child(
+        parent, "call product", SpanKind.CLIENT, {**ATTRIBUTES, "gateway.attempt": 1}
+    )
+    shared = recorder.start_child(
+        parent, "call product", SpanKind.CLIENT, {"gateway.attempt": 1}, ATTRIBUTES
+    )
+    for span in (own, shared):
+        span.set_attribute("gateway.call.status", 200)
+        span.end()
+    own_us = per_call(args.count, lambda: encoder.encode(own)) * 1e6
+    shared_us = per_call(args.count, lambda: encoder.encode(shared)) * 1e6
+    # (5) a request span under the default sampler (parentbased_always_on): decided by
+    # spans.py itself, and through the SDK's should_sample (an equal sampler, not the same
+    # object, takes that path)
+    twin = ParentBased(StaticSampler(Decision.RECORD_AND_SAMPLE))
+    empty = context.Context()
+    fast, through_sdk = (SpanRecorder(s, ended.append) for s in (DEFAULT_ON, twin))
+    fast_us = per_call(args.count, lambda: fast.start_request("GET", empty, {"a": "b"})) * 1e6
+    sdk_sampled_us = (
+        per_call(args.count, lambda: through_sdk.start_request("GET", empty, {"a": "b"})) * 1e6
+    )
     print(f"span, SDK Tracer + OTel context       {sdk_us:6.1f} us")
     print(f"span, the gateway's recorder          {ours_us:6.1f} us")
     print(f"OTLP encoding per span, SDK           {sdk_encode_us:6.1f} us")
     print(f"OTLP encoding per span, otlp.py       {encode_us:6.1f} us")
     print(f"access log observation per request    {(with_log - bare) * 1e6:6.1f} us")
+    print(f"call span encoded, attributes its own {own_us:6.1f} us")
+    print(f"call span encoded, attributes shared  {shared_us:6.1f} us")
+    print(f"request span, default sampler here    {fast_us:6.1f} us")
+    print(f"request span, through the SDK sampler {sdk_sampled_us:6.1f} us")
     return 0
 
 
