@@ -2,9 +2,11 @@
 
     python -m benchmarks.collector [--thresholds 700,7000,20000,100000] [--runs 3] [--seconds 4]
 
-One gateway per threshold (and one with the collector off), all running at once on core 1,
-measured in turn with wrk on core 0 as benchmarks/compare.py does: CPU us per request for the
-1-call aggregation at 256 connections (a 20 ms backend) and the passthrough at 64.
+One gateway per fixed threshold, one with the gateway's own pacing (a base of 20,000 that
+doubles while collections free nothing), and one with the collector off, all running at once
+on core 1, measured in turn with wrk on core 0 as benchmarks/compare.py does: CPU us per
+request (and p99) for the 1-call aggregation at 256 connections and the 3-call fan-out at 512
+(a 20 ms backend), and the passthrough at 64.
 """
 
 from __future__ import annotations
@@ -59,23 +61,32 @@ def main(argv: list[str] | None = None) -> int:
         with started(upstream, LOAD_CPU) as up:
             config.write_text(FANOUT.format(up=up.port))
             candidates = [
-                gateway(n, config, f"collector.YOUNG_THRESHOLD = {int(n)}")
+                gateway(
+                    n,
+                    config,
+                    f"collector.YOUNG_THRESHOLD = collector.YOUNG_CEILING = {int(n)}",
+                )
                 for n in args.thresholds.split(",")
             ]
+            candidates.append(gateway("paced", config, ""))
             off = "import gc\ncollector.pace_collector = gc.disable"
             candidates.append(gateway("off", config, off))
-            cases = [("/one", 256), ("/pass/products/1", 64)]
+            cases = [("/one", 256), ("/three", 512), ("/pass/products/1", 64)]
             with ExitStack() as stack:
                 systems = [stack.enter_context(started(c, PROXY_CPU)) for c in candidates]
                 results = alternate(systems, cases, args, LOAD_CPU)
     print(
         f"CPU us per request by young threshold, medians of {args.runs} runs of {args.seconds:g} s"
     )
-    print(f"  {'threshold':24s}" + "".join(f"{c.name:>9s}" for c in candidates))
+    print(f"  {'threshold':32s}" + "".join(f"{c.name:>9s}" for c in candidates))
     for path, connections in cases:
         label = f"{path} at {connections}"
         row = [results[(c.name, path, connections)][1] * 1e6 for c in candidates]
-        print(f"  {label:24s}" + "".join(f"{v:9.0f}" for v in row))
+        print(f"  {label:32s}" + "".join(f"{v:9.0f}" for v in row))
+    for path, connections in cases:
+        label = f"p99 ms, {path} at {connections}"
+        row = [results[(c.name, path, connections)][0].p99 * 1e3 for c in candidates]
+        print(f"  {label:32s}" + "".join(f"{v:9.0f}" for v in row))
     return 0
 
 
