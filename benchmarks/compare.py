@@ -14,7 +14,11 @@ medians of `--runs` runs of `--seconds` each:
 * passthrough of a ~300-byte JSON at 64 connections: req/s, CPU us/request, and / nginx;
 * aggregation against a 20 ms backend: one call and a 3-call fan-out at 256 connections
   (req/s, CPU us/request, fanout / floor), and the latency ratio 3 calls / 1 call at 10;
-* `--workers 2` against 1 worker (unpinned), at 64 and 512 connections: req/s and p99.
+* `--workers 2` against 1 worker (unpinned), 3-call fan-out at 64 and 512 connections: req/s
+  and p99. Its backend is nginx answering the same JSON at once from memory when nginx is
+  installed: two workers need both cores, and the Python backend's CPU for three calls per
+  request would take a share of them that no number of workers gets back (the backend, not
+  the gateway, would be measured); without nginx, benchmarks/upstream.py without delay.
 
 The floor asks the backend exactly what fanout's endpoints ask (the same paths, the same
 20 ms delay) and answers the same merged JSON. `--baseline DIR` adds another checkout of
@@ -104,6 +108,30 @@ frontend front
     default_backend up
 backend up
     server one 127.0.0.1:{up}
+"""
+
+NGINX_BACKEND = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx-backend.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+}}
 """
 
 # "error": a saturated gateway pinned to one core logs loop-lag warnings by the hundred
@@ -395,19 +423,40 @@ def aggregation(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> N
         print(f"  {name}: p50 3 calls / 1 call at 10 connections {ratio:.3f} (target <= 1.03)")
 
 
+def workers_backend(tmp: Path) -> Candidate:
+    """The workers section's backend: nginx answering from memory, else the Python one."""
+    if shutil.which("nginx"):
+        from benchmarks.upstream import BODY
+
+        def argv(port: int) -> list[str]:
+            conf = tmp / "nginx-backend.conf"
+            conf.write_text(NGINX_BACKEND.format(tmp=tmp, port=port, body=BODY.decode()))
+            return ["nginx", "-c", str(conf), "-p", str(tmp)]
+
+        return Candidate("nginx backend", argv)
+    return Candidate(
+        "python backend",
+        lambda port: [python(), "-m", "benchmarks.upstream", "--port", str(port)],
+    )
+
+
 def workers(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
-    candidates = [
-        *fanouts(args, config, 1, " x1"),
-        *fanouts(args, config, 2, " x2"),
-    ]
-    cases = [("/three", 64), ("/three", 512)]
     with ExitStack() as stack:
+        backend = stack.enter_context(started(workers_backend(tmp), None))
+        own = tmp / "workers.yaml"
+        own.write_text(FANOUT.format(up=backend.port))
+        candidates = [
+            *fanouts(args, own, 1, " x1"),
+            *fanouts(args, own, 2, " x2"),
+        ]
+        cases = [("/three", 64), ("/three", 512)]
         systems = [stack.enter_context(started(c, None)) for c in candidates]
         for system in systems:
             wait_workers_listening(system, 2 if system.name.endswith(" x2") else 1)
         results = alternate(systems, cases, args, None)
     print(
-        f"--workers 2 against 1 (unpinned), 3-call fan-out, {args.runs} runs of {args.seconds:g} s"
+        f"--workers 2 against 1 (unpinned), 3-call fan-out to the {backend.name} answering "
+        f"at once, {args.runs} runs of {args.seconds:g} s"
     )
     for name in ("fanout", "baseline"):
         if (f"{name} x1", "/three", 64) not in results:
@@ -419,7 +468,8 @@ def workers(args: argparse.Namespace, up: int, tmp: Path, config: Path) -> None:
                 f"  {name} {connections:4d} connections: req/s {one[0].rate:6.0f} -> "
                 f"{two[0].rate:6.0f} (x{two[0].rate / one[0].rate:.2f}, target >= 1.8); "
                 f"p99 {one[0].p99 * 1000:6.1f} ms -> {two[0].p99 * 1000:6.1f} ms "
-                f"(x{two[0].p99 / one[0].p99:.2f}, target <= 1.5)"
+                f"(x{two[0].p99 / one[0].p99:.2f}, target <= 1.5); "
+                f"CPU us/request {one[1] * 1e6:5.0f} -> {two[1] * 1e6:5.0f}"
             )
 
 
