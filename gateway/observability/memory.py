@@ -9,6 +9,12 @@ every `every` seconds (`GATEWAY_MEMORY_TRIM_SECONDS`, 1) whether the resident si
 `TRIM_WHEN_GROWN_BYTES` since the last check, and if so runs the cycle collector and
 `malloc_trim(0)`, which also releases the free pages inside the heap: 2-4 ms, measured.
 
+Only once the growth has stopped (`TrimPace`): a process that is still growing is taking on
+load, not left with a burst's garbage, and a full collection walks every object its requests
+in flight hold. Collecting at every check while 10,000 connections ramped up took 14 full
+collections of up to 2.5 s each, 38% of the gateway's CPU (`python -m loadtests.run --profile
+slow-backend`, timed by a `gc.callbacks` hook; py-spy put 40% of the samples in this task).
+
 Measured by `python -m benchmarks.hostile` ("memory after a burst", RSS MiB before / peak /
 3 s after; docs/security.md): this 66 / 143 / 62; neither 66 / 143 / 109;
 `MALLOC_ARENA_MAX=2` (fewer per-thread arenas) 66 / 128 / 127, since the buffers are
@@ -51,6 +57,32 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+SETTLED_BYTES = 1024 * 1024
+"""Growth between two checks below which the process counts as no longer growing."""
+
+
+class TrimPace:
+    """When to collect and trim: the process grew by `grown` bytes over the lowest size seen
+    since the last trim, and did not grow by `SETTLED_BYTES` since the previous check."""
+
+    def __init__(self, start: int, grown: int) -> None:
+        self.low = self.last = start
+        self.grown = grown
+
+    def due(self, now: int) -> bool:
+        """Whether a process of `now` resident bytes is to be trimmed now."""
+        growing = now - self.last >= SETTLED_BYTES
+        self.last = now
+        if now - self.low >= self.grown and not growing:
+            return True
+        self.low = min(self.low, now)
+        return False
+
+    def trimmed(self, now: int) -> None:
+        """The size after a trim: growth is counted from here."""
+        self.low = self.last = now
+
+
 def resident_bytes() -> int:
     """This process's resident size (from /proc; 0 where there is none)."""
     try:
@@ -76,19 +108,19 @@ async def trimming_memory(
         return
 
     async def run() -> None:
-        low = resident_bytes()
+        pace = TrimPace(resident_bytes(), grown)
         while True:
             await asyncio.sleep(every)  # a periodic task's period, not a synchronisation
             now = resident_bytes()
-            if now - low >= grown:
+            if pace.due(now):
                 started = time.perf_counter()
                 gc.collect()  # what a burst left in reference cycles (aiohttp's, tracebacks')
                 trim(0)
-                low = resident_bytes()
+                pace.trimmed(resident_bytes())
                 pause = (time.perf_counter() - started) * 1000
-                log.debug("memory given back: %d -> %d MiB in %.1f ms", now >> 20, low >> 20, pause)
-            else:
-                low = min(low, now)
+                log.debug(
+                    "memory given back: %d -> %d MiB in %.1f ms", now >> 20, pace.low >> 20, pause
+                )
 
     task = asyncio.ensure_future(run())
     try:
