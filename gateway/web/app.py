@@ -53,12 +53,13 @@ from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.observe import Observer
 from gateway.web.problems import http_exception_handler
-from gateway.web.proxy import proxy_handler
+from gateway.web.proxy import passthrough_app
 from gateway.web.reload import watching
 from gateway.web.request_body import body_step
+from gateway.web.routing import GatewayRouter
 from gateway.web.runtime import Generation, Runtime
 from gateway.web.status_page import StatusPage
-from gateway.web.steps import Handler, Step, endpoint_route
+from gateway.web.steps import Handler, Step, app_route, endpoint_route
 
 log = logging.getLogger("gateway.app")
 
@@ -182,9 +183,8 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 )
             )
 
+    router = GatewayRouter(operations, lifespan=lifespan)
     app = Starlette(
-        routes=operations,
-        lifespan=lifespan,
         middleware=[
             Middleware(
                 EdgeMiddleware,
@@ -197,10 +197,12 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                     if tracing is not None or access_log is not None
                     else None
                 ),
+                lanes=router.lane,
             ),
         ],
         exception_handlers={HTTPException: http_exception_handler},
     )
+    app.router = router  # before the first request builds the middleware stack around it
     app.state.health = health  # read by the server's drain (gateway/server/serve.py)
     app.state.reload = _not_started  # the lifespan replaces it: SIGHUP -> reload
     return app
@@ -240,24 +242,24 @@ class _Wiring:
             *guards.cors(endpoint, own),  # preflights answered first: they carry no credential
             *guards.auth(endpoint),  # 401/403 before anything is spent on the request
             *guards.rate_limits(endpoint),  # keys may read {auth.sub}
-            body_limit(max_body),
         ]
-        handler: Handler
         if endpoint.proxy is not None:
             proxy = endpoint.proxy
             upstream = self.live[proxy.backend].passthrough
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
-            handler = proxy_handler(
+            app = passthrough_app(
                 endpoint.path,
                 proxy,
                 upstream,
                 timeout,
-                max_body,
+                max_body,  # checked by the app itself, first, as `body_limit` would
                 self.forwarding,
                 error_details=endpoint.error_details,
             )
-            return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
+            return app_route(endpoint.path, methods, steps, app, self.forwarding)
+        steps.append(body_limit(max_body))
+        handler: Handler
         assert plan is not None, "every aggregation endpoint is planned"
         steps.append(body_step(plan, endpoint.request, max_body))
         if plan.streams:
