@@ -37,6 +37,7 @@ ROUTES = [
     Route("/livez", livez, methods=["GET"]),
     Mount("/static", MOUNTED),
     EndpointRoute("/one", ONE, methods=["POST"]),
+    EndpointRoute("/one", PASS, methods=["PATCH"]),
     Route("/shadowed/{x}", livez, methods=["GET"]),
     EndpointRoute("/{first}/{rest:path}", PASS, methods=["GET", "PUT"]),
 ]
@@ -77,6 +78,7 @@ def routed_scope(router: GatewayRouter, method: str, path: str) -> dict[str, Any
         ("GET", "/catalog/products/1", PASS),
         ("PUT", "/catalog/a%2Fb/c", PASS),
         ("POST", "/one", ONE),
+        ("PATCH", "/one", PASS),  # past a partial match (the same path, POST only)
         ("GET", "/x/", PASS),
     ],
 )
@@ -117,3 +119,12 @@ def test_a_route_under_a_root_path_is_found_by_its_route_path() -> None:
     scope = {**scope_of("GET", "/api/catalog/x"), "root_path": "/api"}
     assert router.lane(scope) is PASS
     assert scope["path_params"] == {"first": "catalog", "rest": "x"}
+
+
+def test_a_change_of_routes_is_seen() -> None:
+    router = GatewayRouter(ROUTES)
+    assert router.lane(scope_of("POST", "/one")) is ONE
+    router.routes = [EndpointRoute("/one", PASS, methods=["POST"])]
+    assert router.lane(scope_of("POST", "/one")) is PASS
+    router.routes.insert(0, Route("/one", livez, methods=["POST"]))
+    assert router.lane(scope_of("POST", "/one")) is None

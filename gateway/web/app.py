@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.backends.live import LiveBackend
 from gateway.backends.registry import traits_of
@@ -184,7 +185,7 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
             )
 
     router = GatewayRouter(operations, lifespan=lifespan)
-    app = Starlette(
+    app = GatewayApp(
         middleware=[
             Middleware(
                 EdgeMiddleware,
@@ -206,6 +207,33 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
     app.state.health = health  # read by the server's drain (gateway/server/serve.py)
     app.state.reload = _not_started  # the lifespan replaces it: SIGHUP -> reload
     return app
+
+
+class GatewayApp(Starlette):
+    """The Starlette app, whose HTTP requests the edge (web/edge.py) takes first.
+
+    Starlette puts its ServerErrorMiddleware outside every middleware, to answer 500 for an
+    exception that escapes them; the edge answers every exception of a request itself, so
+    for HTTP requests it is called directly (one coroutine frame and one `send` wrapper per
+    message fewer). What the edge's own code would raise, uvicorn logs and answers 500."""
+
+    edge: EdgeMiddleware | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        layer: object = stack
+        while layer is not None and not isinstance(layer, EdgeMiddleware):
+            layer = getattr(layer, "app", None)
+        self.edge = layer
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is not None and scope["type"] == "http":
+            scope["app"] = self
+            await edge(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _not_started() -> None:

@@ -28,6 +28,7 @@ from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import parse_template, render_text
 from gateway.errors import BodyTooLarge
 from gateway.observability.tracing import traceparent
+from gateway.web.deadlines import Deadlines
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding
 from gateway.web.problems import problem
 from gateway.web.request_id import current_request_id
@@ -230,6 +231,7 @@ class PassthroughApp:
 
     __slots__ = (
         "backend",
+        "deadlines",
         "error_details",
         "forwarding",
         "max_body",
@@ -257,6 +259,7 @@ class PassthroughApp:
         self.max_body = max_body
         self.forwarding = forwarding
         self.error_details = error_details
+        self.deadlines = Deadlines()
 
     def __repr__(self) -> str:
         return f"<PassthroughApp {self.pattern.pattern} -> {self.backend}>"
@@ -342,8 +345,9 @@ class PassthroughApp:
         content: bytes | None = None
         streamed = False
         try:
-            # one timer for the upstream's head and, when small, its whole body
-            async with asyncio.timeout_at(deadline):
+            # one deadline for the upstream's head and, when small, its whole body, without
+            # a loop timer of its own (web/deadlines.py)
+            with self.deadlines.at(deadline):
                 answer = await upstream.session.request(
                     scope["method"],
                     url,
