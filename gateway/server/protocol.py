@@ -69,6 +69,51 @@ class ConnectionCounter:
 CLIENT_CONNECTIONS = ConnectionCounter()
 
 
+class HeadWithBody:
+    """A request's transport (what uvicorn's request cycle writes its answer to): the
+    answer's first write, its head, is held and written together with the next one, its
+    body (or its first chunk), or at the end of the loop's turn if none comes in it.
+
+    uvicorn writes the head and the body of an answer with a write each, and uvloop sends
+    each at once: two send calls and two TCP segments for an answer of a few hundred bytes.
+    One write of both is one call and one segment (strace, a passthrough of ~300 bytes: 3
+    writes a request before, 2 after)."""
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of the module docstring."""
 
@@ -190,7 +235,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # refuse it (413) before the client sends any of it
         large = length > self.limits.buffer_body_bytes
         self._buffer_body = (chunked or length > 0) and not (large and expect)
+        before = self.cycle
         super().on_headers_complete()  # builds the cycle, then calls _start_asgi_task
+        cycle = self.cycle
+        if cycle is not before and cycle is not None:  # a new request (its app not run yet)
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if self._should_buffer(cycle):
