@@ -14,7 +14,7 @@ async def test_a_block_past_its_deadline_raises_timeout_and_the_task_goes_on() -
     deadlines = Deadlines()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError), deadlines.at(loop.time() + 0.05):
+    with pytest.raises(TimeoutError), deadlines.at(loop, loop.time() + 0.05):
         await asyncio.Event().wait()  # never set
     assert 0.05 <= loop.time() - started < 1.0
     task = asyncio.current_task()
@@ -25,7 +25,7 @@ async def test_a_block_past_its_deadline_raises_timeout_and_the_task_goes_on() -
 async def test_a_block_that_ends_in_time_is_left_alone() -> None:
     deadlines = Deadlines()
     loop = asyncio.get_running_loop()
-    with deadlines.at(loop.time() + 0.05) as deadline:
+    with deadlines.at(loop, loop.time() + 0.05) as deadline:
         await asyncio.sleep(0)
     assert deadline.closed and not deadline.expired
     await asyncio.sleep(0.1)  # its time passes: nothing is cancelled
@@ -36,7 +36,7 @@ async def test_a_block_that_ends_in_time_is_left_alone() -> None:
 async def test_a_deadline_already_past_expires_at_the_first_wait() -> None:
     deadlines = Deadlines()
     loop = asyncio.get_running_loop()
-    with pytest.raises(TimeoutError), deadlines.at(loop.time() - 1):
+    with pytest.raises(TimeoutError), deadlines.at(loop, loop.time() - 1):
         await asyncio.sleep(10)
 
 
@@ -49,7 +49,7 @@ async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout(ours: 
 
     async def bounded() -> None:
         if ours:
-            with deadlines.at(when):
+            with deadlines.at(loop, when):
                 await asyncio.sleep(10)
         else:
             async with asyncio.timeout_at(when):
@@ -69,7 +69,7 @@ async def test_many_blocks_share_one_timer_and_each_expires_at_its_own_time() ->
     with mock.patch.object(loop, "call_at", wraps=loop.call_at) as call_at:
         now = loop.time()
         for _ in range(200):  # quick blocks: one timer, armed once
-            with deadlines.at(loop.time() + 5):
+            with deadlines.at(loop, loop.time() + 5):
                 await asyncio.sleep(0)
         queue = deadlines._queue
         armed = [c for c in call_at.call_args_list if getattr(c.args[1], "__self__", 0) is queue]
@@ -79,7 +79,7 @@ async def test_many_blocks_share_one_timer_and_each_expires_at_its_own_time() ->
 
         async def bounded(name: str, seconds: float) -> None:
             try:
-                with deadlines.at(now + seconds):
+                with deadlines.at(loop, now + seconds):
                     await asyncio.sleep(10)
             except TimeoutError:
                 ended[name] = loop.time() - now
@@ -95,13 +95,13 @@ async def test_closed_deadlines_behind_an_open_one_are_dropped() -> None:
     release = asyncio.Event()
 
     async def held() -> None:
-        with deadlines.at(loop.time() + 60):
+        with deadlines.at(loop, loop.time() + 60):
             await release.wait()
 
     holder = asyncio.create_task(held())
     await asyncio.sleep(0)
     for _ in range(5000):
-        with deadlines.at(loop.time() + 60):
+        with deadlines.at(loop, loop.time() + 60):
             pass
     queue = deadlines._queue
     assert queue is not None and queue.open == 1
@@ -116,7 +116,7 @@ def test_each_event_loop_has_its_own_timer() -> None:
     async def expires() -> bool:
         loop = asyncio.get_running_loop()
         try:
-            with deadlines.at(loop.time() + 0.02):
+            with deadlines.at(loop, loop.time() + 0.02):
                 await asyncio.sleep(5)
         except TimeoutError:
             return True

@@ -114,16 +114,15 @@ class _Queue:
 class Deadlines:
     """The deadlines of an endpoint's blocks, on one timer per event loop.
 
-    `deadlines.at(when)` is the current task's deadline at `when` (loop time), used as
-    `with deadline:` around the awaits it bounds."""
+    `deadlines.at(loop, when)` is the current task's deadline at `when` (the running
+    `loop`'s time), used as `with deadline:` around the awaits it bounds."""
 
     __slots__ = ("_queue",)
 
     def __init__(self) -> None:
         self._queue: _Queue | None = None
 
-    def at(self, when: float) -> Deadline:
-        loop = asyncio.get_running_loop()
+    def at(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
         queue = self._queue
         if queue is None or queue.loop is not loop:
             # a first block, or one on another loop (tests run several): a queue of its own
