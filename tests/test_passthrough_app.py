@@ -16,9 +16,10 @@ from starlette.responses import Response
 from gateway.backends.http import HttpUpstream, open_session
 from gateway.config.models import ProxySpec
 from gateway.engine.context import RequestContext
+from gateway.engine.templates import parse_template
 from gateway.web.forwarding import Forwarding
 from gateway.web.problems import problem
-from gateway.web.proxy import passthrough_app
+from gateway.web.proxy import passthrough_app, plain_parts
 from gateway.web.steps import Step, add_response_headers, app_route
 from tests.processes import Running
 
@@ -89,3 +90,38 @@ async def test_the_headers_steps_add_go_onto_every_answer_of_the_app(
         unreachable = await http.get("/raw/products/2")
         assert unreachable.status_code == 502
         assert unreachable.headers["x-step"] == "ran"
+
+
+def test_a_plain_path_template_is_filled_by_a_join_anything_else_by_render_text() -> None:
+    names = ["version", "rest"]
+    plain = plain_parts(parse_template("/api/{version}/x/{rest}"), names)
+    assert plain == ((False, "/api/"), (True, "version"), (False, "/x/"), (True, "rest"))
+    assert plain_parts(parse_template("/{rest|default:none}"), names) is None
+    assert plain_parts(parse_template("/{other}"), names) is None  # not a path parameter
+    assert plain_parts(parse_template("/{query.page}"), names) is None
+
+
+async def test_both_fillings_send_the_same_upstream_path(
+    catalog: Running, session: aiohttp.ClientSession
+) -> None:
+    upstream = HttpUpstream("catalog", session, (catalog.url,), asyncio.Semaphore(4), 4)
+    forwarding = Forwarding()
+    routes = []
+    for prefix, template in (("plain", "/products/{id}"), ("filtered", "/products/{id|default:1}")):
+        app = passthrough_app(
+            f"/{prefix}/{{id}}",
+            ProxySpec(backend="catalog", path=template),
+            upstream,
+            5.0,
+            LIMIT,
+            forwarding,
+        )
+        assert (app.parts is None) == (prefix == "filtered")
+        routes.append(app_route(f"/{prefix}/{{id}}", ["GET"], [], app, forwarding))
+    transport = httpx.ASGITransport(app=Starlette(routes=routes))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        for prefix in ("plain", "filtered"):
+            answer = await http.get(f"/{prefix}/3")
+            assert answer.status_code == 200 and answer.json()["id"] == 3
+            climbing = await http.get(f"/{prefix}/%2e%2e")
+            assert climbing.status_code == 400
