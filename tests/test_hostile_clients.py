@@ -154,6 +154,41 @@ async def test_slow_request_bodies_hold_no_backend_slot(catalog: Running, tmp_pa
         assert await gw.metric("gateway_protocol_refusals_total", reason="body_timeout") == 20
 
 
+async def test_a_kept_alive_connection_has_the_head_timeout_from_each_answer(
+    catalog: Running, tmp_path: Path
+) -> None:
+    """The head timer runs from the end of each exchange, not from the connection's start:
+    requests spaced under the timeout keep a connection open longer than it, and the
+    connection is closed one timeout after its last answer (one timer per connection,
+    re-armed by each answer, server/protocol.py)."""
+    async with (
+        hostile_upstream("echo") as upstream,
+        gateway(
+            tmp_path, CONFIG.format(catalog=catalog.url, upstream=upstream.url), env=LIMITS
+        ) as gw,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        for _ in range(4):  # 4 x 0.6 of the timeout: open for 2.4 timeouts in all
+            writer.write(b"GET /livez HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            answered = loop.time()
+            await asyncio.sleep(HEAD_TIMEOUT * 0.6)  # the client's pace, under the timeout
+        assert loop.time() - opened > 2 * HEAD_TIMEOUT
+        assert await reader.read() == b""  # then closed, without an answer ...
+        closed = loop.time() - answered
+        assert HEAD_TIMEOUT - 0.2 < closed < HEAD_TIMEOUT + 2, closed  # ... at the timeout
+        writer.close()
+
+
 async def test_slow_and_silent_connections_are_closed_at_the_head_timeout(
     catalog: Running, tmp_path: Path
 ) -> None:

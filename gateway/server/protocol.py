@@ -69,6 +69,51 @@ class ConnectionCounter:
 CLIENT_CONNECTIONS = ConnectionCounter()
 
 
+class HeadWithBody:
+    """A request's transport (what uvicorn's request cycle writes its answer to): the
+    answer's first write, its head, is held and written together with the next one, its
+    body (or its first chunk), or at the end of the loop's turn if none comes in it.
+
+    uvicorn writes the head and the body of an answer with a write each, and uvloop sends
+    each at once: two send calls and two TCP segments for an answer of a few hundred bytes.
+    One write of both is one call and one segment (strace, a passthrough of ~300 bytes: 3
+    writes a request before, 2 after)."""
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of the module docstring."""
 
@@ -86,6 +131,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._header_lines = 0
         self._url_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_due: float | None = None  # when the head waited for is late
         self._body_timer: asyncio.TimerHandle | None = None
         self._buffer_body = False  # read the latest request's body before its app starts
         self._deferred: tuple[RequestResponseCycle, ASGI3Application] | None = None
@@ -190,7 +236,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # refuse it (413) before the client sends any of it
         large = length > self.limits.buffer_body_bytes
         self._buffer_body = (chunked or length > 0) and not (large and expect)
+        before = self.cycle
         super().on_headers_complete()  # builds the cycle, then calls _start_asgi_task
+        cycle = self.cycle
+        if cycle is not before and cycle is not None:  # a new request (its app not run yet)
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if self._should_buffer(cycle):
@@ -249,14 +299,36 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # --- timers and refusals ---------------------------------------------------------------
 
+    # The head timer is armed once per connection, not once per request: a request only
+    # moves `_head_due` (a head waited for is late then; None: none is waited for), and the
+    # timer, when it fires early, waits again until then. Arming and cancelling a loop timer
+    # per request cost ~8 us of a passthrough (py-spy, _arm_head_timer + _cancel_head_timer).
+
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_late)
+        due = self.loop.time() + self.limits.header_timeout
+        self._head_due = due
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(due, self._head_check)
 
     def _cancel_head_timer(self) -> None:
+        self._head_due = None  # the timer, if armed, finds nothing due
+
+    def _stop_head_timer(self) -> None:
+        self._head_due = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _head_check(self) -> None:
+        self._head_timer = None
+        due = self._head_due
+        if due is None:
+            return
+        if self.loop.time() < due:  # re-armed since: wait until then
+            self._head_timer = self.loop.call_at(due, self._head_check)
+            return
+        self._head_due = None
+        self._head_late()
 
     def _cancel_body_timer(self) -> None:
         if self._body_timer is not None:
@@ -264,11 +336,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._body_timer = None
 
     def _cancel_timers(self) -> None:
-        self._cancel_head_timer()
+        self._stop_head_timer()
         self._cancel_body_timer()
 
     def _head_late(self) -> None:
-        self._head_timer = None
         if self.transport.is_closing():
             return
         if not self._head_bytes:

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.backends.live import LiveBackend
 from gateway.backends.registry import traits_of
@@ -53,12 +54,13 @@ from gateway.web.health import Health
 from gateway.web.ndjson import stream_handler
 from gateway.web.observe import Observer
 from gateway.web.problems import http_exception_handler
-from gateway.web.proxy import proxy_handler
+from gateway.web.proxy import passthrough_app
 from gateway.web.reload import watching
 from gateway.web.request_body import body_step
+from gateway.web.routing import GatewayRouter
 from gateway.web.runtime import Generation, Runtime
 from gateway.web.status_page import StatusPage
-from gateway.web.steps import Handler, Step, endpoint_route
+from gateway.web.steps import Handler, Step, app_route, endpoint_route
 
 log = logging.getLogger("gateway.app")
 
@@ -182,9 +184,8 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                 )
             )
 
-    app = Starlette(
-        routes=operations,
-        lifespan=lifespan,
+    router = GatewayRouter(operations, lifespan=lifespan)
+    app = GatewayApp(
         middleware=[
             Middleware(
                 EdgeMiddleware,
@@ -197,13 +198,42 @@ def create_app(spec: GatewaySpec, settings: Settings | None = None) -> Starlette
                     if tracing is not None or access_log is not None
                     else None
                 ),
+                lanes=router.lane,
             ),
         ],
         exception_handlers={HTTPException: http_exception_handler},
     )
+    app.router = router  # before the first request builds the middleware stack around it
     app.state.health = health  # read by the server's drain (gateway/server/serve.py)
     app.state.reload = _not_started  # the lifespan replaces it: SIGHUP -> reload
     return app
+
+
+class GatewayApp(Starlette):
+    """The Starlette app, whose HTTP requests the edge (web/edge.py) takes first.
+
+    Starlette puts its ServerErrorMiddleware outside every middleware, to answer 500 for an
+    exception that escapes them; the edge answers every exception of a request itself, so
+    for HTTP requests it is called directly (one coroutine frame and one `send` wrapper per
+    message fewer). What the edge's own code would raise, uvicorn logs and answers 500."""
+
+    edge: EdgeMiddleware | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        layer: object = stack
+        while layer is not None and not isinstance(layer, EdgeMiddleware):
+            layer = getattr(layer, "app", None)
+        self.edge = layer
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is not None and scope["type"] == "http":
+            scope["app"] = self
+            await edge(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _not_started() -> None:
@@ -240,24 +270,24 @@ class _Wiring:
             *guards.cors(endpoint, own),  # preflights answered first: they carry no credential
             *guards.auth(endpoint),  # 401/403 before anything is spent on the request
             *guards.rate_limits(endpoint),  # keys may read {auth.sub}
-            body_limit(max_body),
         ]
-        handler: Handler
         if endpoint.proxy is not None:
             proxy = endpoint.proxy
             upstream = self.live[proxy.backend].passthrough
             assert upstream is not None, "checked: a proxy's backend can pass requests through"
             timeout = proxy.timeout or self.spec.backends[proxy.backend].timeout
-            handler = proxy_handler(
+            app = passthrough_app(
                 endpoint.path,
                 proxy,
                 upstream,
                 timeout,
-                max_body,
+                max_body,  # checked by the app itself, first, as `body_limit` would
                 self.forwarding,
                 error_details=endpoint.error_details,
             )
-            return endpoint_route(endpoint.path, methods, steps, handler, self.forwarding)
+            return app_route(endpoint.path, methods, steps, app, self.forwarding)
+        steps.append(body_limit(max_body))
+        handler: Handler
         assert plan is not None, "every aggregation endpoint is planned"
         steps.append(body_step(plan, endpoint.request, max_body))
         if plan.streams:

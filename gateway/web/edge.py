@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,8 +40,11 @@ class EdgeMiddleware:
         max_in_flight: int,
         retry_after: int,
         observer: Observer | None = None,
+        lanes: Callable[[Scope], ASGIApp | None] | None = None,
     ) -> None:
         self.app = app
+        # the endpoint route's app for a request, called here directly (web/routing.py)
+        self.lanes = lanes
         self.metrics = metrics
         self.observer = observer
         self.admission = admission = Admission(max_in_flight)
@@ -97,7 +101,8 @@ class EdgeMiddleware:
         started = time.perf_counter()
         observation = observer.begin(scope, request_id) if observer is not None else None
         try:
-            await self.app(scope, receive, send_with_id)
+            lane = self.lanes(scope) if self.lanes is not None else None
+            await (lane or self.app)(scope, receive, send_with_id)
         except Exception as exc:  # a bug: this request fails, the process goes on
             if observation is not None:
                 observation.raised(exc)

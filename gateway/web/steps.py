@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.engine.context import RequestContext
 from gateway.web.forwarding import Forwarding
 from gateway.web.request_id import current_request_id
+from gateway.web.routing import EndpointRoute
 
 Step = Callable[[Request, RequestContext], Awaitable[RequestContext | Response]]
 Handler = Callable[[Request, RequestContext], Awaitable[Response]]
@@ -39,12 +39,19 @@ def add_response_headers(request: Request, headers: Iterable[tuple[bytes, bytes]
 
 def _with_added(request: Request, response: Response) -> Response:
     added: list[tuple[bytes, bytes]] | None = request.scope.get(_ADDED)
-    if not added:
-        return response
+    if added:
+        response.raw_headers = _merged(response.raw_headers, added)
+    return response
+
+
+def _merged(
+    headers: Iterable[tuple[bytes, bytes]], added: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with the steps' `added` ones (see the module docstring)."""
     names = {name for name, _ in added}
     vary: list[bytes] = []
     kept: list[tuple[bytes, bytes]] = []
-    for header in response.raw_headers:  # one pass: this runs for every answer
+    for header in headers:  # one pass: this runs for every answer
         name = header[0].lower()
         if name == b"vary":
             vary.append(header[1])
@@ -53,8 +60,7 @@ def _with_added(request: Request, response: Response) -> Response:
     if vary:
         added = [(k, b", ".join([*vary, v]) if k == b"vary" else v) for k, v in added]
     kept += added
-    response.raw_headers = kept
-    return response
+    return kept
 
 
 def endpoint_route(
@@ -63,9 +69,9 @@ def endpoint_route(
     steps: Sequence[Step],
     handler: Handler,
     forwarding: Forwarding,
-) -> Route:
+) -> EndpointRoute:
     """A Starlette route running `steps` in order, then `handler`."""
-    return Route(path, _Endpoint(tuple(steps), handler, forwarding), methods=list(methods))
+    return EndpointRoute(path, _Endpoint(tuple(steps), handler, forwarding), methods=list(methods))
 
 
 class _Endpoint:
@@ -95,3 +101,48 @@ class _Endpoint:
             context = outcome
         response = await self.handler(request, context)
         await _with_added(request, response)(scope, receive, send)
+
+
+def app_route(
+    path: str, methods: Sequence[str], steps: Sequence[Step], app: ASGIApp, forwarding: Forwarding
+) -> EndpointRoute:
+    """A route running `steps` in order, then the ASGI app `app`, which answers itself (a
+    passthrough, web/proxy.py); with no steps, `app` is the route's app as it is."""
+    endpoint = _StepsFirst(tuple(steps), app, forwarding) if steps else app
+    return EndpointRoute(path, endpoint, methods=list(methods))
+
+
+class _StepsFirst:
+    """The steps of a route whose handler is an ASGI app: the request and its context are
+    built for the steps only, and the headers they added go onto whatever the app answers
+    (its first message). The context the steps made is not handed on: such an app reads
+    the scope itself."""
+
+    __slots__ = ("app", "client_ip", "steps")
+
+    def __init__(self, steps: tuple[Step, ...], app: ASGIApp, forwarding: Forwarding) -> None:
+        self.steps = steps
+        self.app = app
+        self.client_ip = forwarding.client_ip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        context = RequestContext.from_scope(scope, current_request_id.get(), self.client_ip)
+        for step in self.steps:
+            outcome = await step(request, context)
+            if isinstance(outcome, Response):
+                await _with_added(request, outcome)(scope, receive, send)
+                return
+            context = outcome
+        added: list[tuple[bytes, bytes]] | None = scope.get(_ADDED)
+        if not added:
+            await self.app(scope, receive, send)
+            return
+        extra = added
+
+        async def adding(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _merged(message.get("headers", ()), extra)
+            await send(message)
+
+        await self.app(scope, receive, adding)
