@@ -1,0 +1,134 @@
+"""Timeouts that cost a heap entry each instead of an event-loop timer each.
+
+`asyncio.timeout` arms a loop timer when entered and cancels it when left: ~14 us a use
+under uvloop against ~3 us here (`python -m benchmarks.timers`), and every call of an
+aggregation is bounded by one or two (its per-try timeout, the endpoint deadline). A
+`Timeouts` keeps the deadlines of one kind of use (a policy's per-try timeout, an endpoint's
+deadline) in a heap with one loop timer, armed for the earliest: entering pushes an entry,
+leaving marks it done, and a done entry leaves the heap when it reaches the top (the next
+`enter`, or the timer, drops it). Deadlines of one kind mostly come in the order they end,
+so the timer is re-armed about once per timeout length, not once per use.
+
+The semantics are `asyncio.timeout`'s: when the deadline passes, the task that entered is
+cancelled; the `CancelledError` that comes back out is the timeout's (`leave` says so, the
+caller raises its own error) unless the task was also cancelled by someone else, which
+`Task.cancelling`/`uncancel` tell apart exactly as `asyncio.Timeout` does. So timeouts nest
+with each other and with `asyncio.timeout` (the outermost that expired wins).
+
+One event loop at a time: a `Timeouts` binds to the loop of its first `enter`, and moves to
+another only once nothing of the first is left in it (tests run one loop after another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from heapq import heappop, heappush
+
+
+class Deadline:
+    """One entered timeout: the task it cancels, until `Timeouts.leave` (task None then)."""
+
+    __slots__ = ("cancelling", "expired", "task", "when")
+
+    def __init__(self, when: float, task: asyncio.Task[object], cancelling: int) -> None:
+        self.when = when
+        self.task: asyncio.Task[object] | None = task
+        self.cancelling = cancelling
+        self.expired = False
+
+
+class Timeouts:
+    """Deadlines in loop time (`loop.time()`), one loop timer for all of them.
+
+    Use::
+
+        entry = timeouts.enter(loop.time() + seconds)
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            if timeouts.leave(entry, cancelled=True):
+                raise TimeoutError from None  # or the caller's own error
+            raise
+        finally:
+            timeouts.leave(entry)  # a no-op after the one above
+    """
+
+    __slots__ = ("_armed", "_handle", "_heap", "_loop", "_order")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()  # ties end in the order they were entered
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed: float | None = None  # when the handle fires
+
+    def __repr__(self) -> str:
+        live = sum(1 for _, _, entry in self._heap if entry.task is not None)
+        return f"<Timeouts [{live} running, {len(self._heap)} kept]>"
+
+    def enter(self, when: float) -> Deadline:
+        """Cancel the current task at `when` (loop time), unless left before."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a timeout is entered inside a task")
+        entry = Deadline(when, task, task.cancelling())
+        heap = self._heap
+        while heap and heap[0][2].task is None:  # left already: nothing to cancel
+            heappop(heap)
+        heappush(heap, (when, next(self._order), entry))
+        armed = self._armed
+        if armed is None or when < armed:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._armed = when
+            self._handle = loop.call_at(when, self._expire)
+        return entry
+
+    @staticmethod
+    def leave(entry: Deadline, cancelled: bool = False) -> bool:
+        """End `entry` (`cancelled`: with a CancelledError coming out). True: that error is
+        the timeout's, to be replaced by a timeout error; False: let it (or the result) be.
+        Called again for an entry already left, it does nothing (False)."""
+        task = entry.task
+        if task is None:
+            return False
+        entry.task = None
+        if not entry.expired:
+            return False
+        # asyncio.Timeout.__aexit__: the cancel was ours unless another one came since
+        return task.uncancel() <= entry.cancelling and cancelled
+
+    def _expire(self) -> None:
+        loop = self._loop
+        assert loop is not None and self._armed is not None
+        # what the timer was armed for expires even if the loop fires it a little early
+        # (uvloop counts in milliseconds), as asyncio.Timeout's handle would
+        limit = max(loop.time(), self._armed)
+        self._handle = self._armed = None
+        heap = self._heap
+        while heap:
+            when, _, entry = heap[0]
+            task = entry.task
+            if task is not None:
+                if when > limit:
+                    self._armed = when
+                    self._handle = loop.call_at(when, self._expire)
+                    return
+                entry.expired = True
+                task.cancel()
+            heappop(heap)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        old = self._loop
+        if old is not None and not old.is_closed():
+            if any(entry.task is not None for _, _, entry in self._heap):
+                raise RuntimeError("timeouts entered in two event loops at once")
+            if self._handle is not None:
+                self._handle.cancel()
+        self._heap.clear()
+        self._handle = self._armed = None
+        self._loop = loop
