@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from gateway.errors import CallError, CallTimeout, Skipped
 from gateway.timers import Timeouts
-from gateway.types import JSON
+from gateway.types import JSON, record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Node:
     """One node of the call graph: `run` receives the results of finished nodes, by name."""
 
@@ -51,7 +51,7 @@ class Node:
     does. Given the same results as `run` would be. None: the node always runs."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Partial:
     """What a node that runs once per element (a `for_each` call) returns: the list of the
     elements' results (None for a failed one), the failures by element index, and how many
@@ -62,7 +62,7 @@ class Partial:
     sent: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """How one call ended: a value, or the error that stands for it."""
 
