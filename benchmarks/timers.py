@@ -3,7 +3,7 @@
     python -m benchmarks.timers [--count 100000] [--concurrency 256]
 
 `asyncio.timeout` (a loop timer armed and cancelled per use) against `gateway.timers`'
-`Timeouts` (a heap entry per use, one loop timer), each around an await that returns at
+`Timeouts` (a queue entry per use, one loop timer), each around an await that returns at
 once, and the bare await for reference; `--concurrency` tasks do it at the same time, so
 the heap holds what a busy gateway's does. Figures are CPU microseconds per use, the best
 of 5 rounds.
@@ -39,7 +39,7 @@ _TIMEOUTS = Timeouts()
 
 
 async def with_timeouts() -> int:
-    entry = _TIMEOUTS.enter(asyncio.get_running_loop().time() + 5)
+    entry = _TIMEOUTS.after(5)
     try:
         return await _answer()
     except asyncio.CancelledError:

@@ -142,7 +142,7 @@ async def test_entries_left_are_dropped_and_a_late_one_still_expires() -> None:
     for _ in range(1000):
         async with bound(loop.time() + 60):
             pass
-    assert len(timeouts._heap) <= 1
+    assert len(timeouts._queue) <= 1 and not timeouts._heap
     with pytest.raises(TimeoutError):
         async with bound(loop.time()):
             await asyncio.Event().wait()
@@ -162,8 +162,11 @@ async def test_a_deadline_entered_before_a_sooner_one_expires_after_it() -> None
             order.append(name)
 
     now = loop.time()
-    await asyncio.gather(wait("late", now + 0.04), wait("soon", now + 0.01))
-    assert order == ["soon", "late"]
+    await asyncio.gather(
+        wait("late", now + 0.04), wait("soon", now + 0.01), wait("latest", now + 0.05)
+    )
+    assert order == ["soon", "late", "latest"]
+    assert not timeouts._queue and not timeouts._heap
 
 
 def test_timeouts_move_to_the_next_event_loop_once_the_first_is_done() -> None:

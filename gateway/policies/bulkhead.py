@@ -67,7 +67,7 @@ def timed_bulkhead(state: Bulkhead, seconds: float, on_reject: Callable[[], None
                 on_reject()
                 raise _full(state)
             state.in_flight += 1
-            entry = timeouts.enter(asyncio.get_running_loop().time() + seconds)
+            entry = timeouts.after(seconds)
             try:
                 return await inner(request)
             except asyncio.CancelledError:
