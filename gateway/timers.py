@@ -17,14 +17,17 @@ caller raises its own error) unless the task was also cancelled by someone else,
 `Task.cancelling`/`uncancel` tell apart exactly as `asyncio.Timeout` does. So timeouts nest
 with each other and with `asyncio.timeout` (the outermost that expired wins).
 
-One event loop at a time: a `Timeouts` binds to the loop of its first `enter`, and moves to
-another only once nothing of the first is left in it (tests run one loop after another).
+Bound to one event loop at a time: a `Timeouts` serves the loop of its first `enter`, and
+moves to another once nothing of the first is left running in it (tests run one loop after
+another); entered from a second loop while the first still has timeouts running, it keeps
+the second loop's apart (a `Timeouts` of its own per such loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections import deque
 from heapq import heappop, heappush
 
@@ -57,7 +60,7 @@ class Timeouts:
             timeouts.leave(entry)  # a no-op after the one above
     """
 
-    __slots__ = ("_armed", "_handle", "_heap", "_loop", "_order", "_queue")
+    __slots__ = ("_armed", "_elsewhere", "_handle", "_heap", "_loop", "_order", "_queue")
 
     def __init__(self) -> None:
         self._queue: deque[Deadline] = deque()  # in the order they end
@@ -66,6 +69,9 @@ class Timeouts:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._armed: float | None = None  # when the handle fires
+        # other loops', while this one's loop still has timeouts running
+        self._elsewhere: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timeouts] | None
+        self._elsewhere = None
 
     def __repr__(self) -> str:
         kept = [*self._queue, *(entry for _, _, entry in self._heap)]
@@ -82,8 +88,8 @@ class Timeouts:
         return self._enter(asyncio.get_running_loop(), when)
 
     def _enter(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
-        if loop is not self._loop:
-            self._bind(loop)
+        if loop is not self._loop and not self._bind(loop):
+            return self._for(loop)._enter(loop, when)
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a timeout is entered inside a task")
@@ -149,15 +155,26 @@ class Timeouts:
             when = self._armed = min(firsts)
             self._handle = loop.call_at(when, self._expire)
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Serve `loop` from now on, if the loop served so far has nothing running here."""
         old = self._loop
         if old is not None and not old.is_closed():
             kept = [*self._queue, *(entry for _, _, entry in self._heap)]
             if any(entry.task is not None for entry in kept):
-                raise RuntimeError("timeouts entered in two event loops at once")
+                return False
             if self._handle is not None:
                 self._handle.cancel()
         self._queue.clear()
         self._heap.clear()
         self._handle = self._armed = None
         self._loop = loop
+        return True
+
+    def _for(self, loop: asyncio.AbstractEventLoop) -> Timeouts:
+        """The timeouts of another loop than the one served (kept while the loop lives)."""
+        if self._elsewhere is None:
+            self._elsewhere = weakref.WeakKeyDictionary()
+        other = self._elsewhere.get(loop)
+        if other is None:
+            other = self._elsewhere[loop] = Timeouts()
+        return other

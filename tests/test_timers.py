@@ -198,3 +198,42 @@ async def test_entering_outside_a_task_is_refused() -> None:
     loop.call_soon(callback)
     await asyncio.sleep(0)
     assert len(refused) == 1
+
+
+def test_a_second_loop_gets_timeouts_of_its_own_while_the_first_has_some_running() -> None:
+    """A Timeouts used by two loops at once (two threads) serves each with its own timer."""
+    import threading
+
+    timeouts = Timeouts()
+    bound = heap_bound(timeouts)
+    entered = threading.Event()
+    first_loop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    results: dict[str, bool] = {}
+
+    async def holds() -> None:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+        async with bound(loop.time() + 60):
+            first_loop.append((loop, release))
+            entered.set()
+            await release.wait()
+        results["first"] = True
+
+    async def expires() -> None:
+        try:
+            async with bound(asyncio.get_running_loop().time()):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            results["second"] = True
+
+    first = threading.Thread(target=asyncio.run, args=(holds(),))
+    first.start()
+    try:
+        assert entered.wait(10)
+        asyncio.run(expires())  # the first loop still runs its timeout
+    finally:
+        if first_loop:
+            loop, release = first_loop[0]
+            loop.call_soon_threadsafe(release.set)
+        first.join(10)
+    assert results == {"first": True, "second": True}
