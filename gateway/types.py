@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 JSON = Any
 """A decoded JSON value (orjson gives dict, list, str, int, float, bool or None)."""
 
+_Class = TypeVar("_Class")
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[_Class]) -> type[_Class]:
+    """A frozen slotted dataclass to the type checker (assigning a field is an error, as
+    `dataclass(frozen=True)` makes it), a plain slotted one at run time, for the values made
+    per call (a request, its response, its outcome): a frozen dataclass's `__init__` sets
+    each field through `object.__setattr__`, 2.5 us for a BackendRequest (9 fields) against
+    0.94 us (`python -m timeit`, keywords, best of 5). Equal and hashed by fields, as
+    when frozen."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@record
 class BackendRequest:
     """One call to one backend, fully rendered from the client request: no templates left.
 
@@ -42,7 +55,7 @@ class BackendRequest:
     """The body's Content-Type (the client's for `body: forward`); None: no header."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BackendResponse:
     """What a successful call produced: the upstream status and the decoded JSON body."""
 

@@ -11,9 +11,13 @@ import pytest
 
 from gateway.backends.registry import traits_of
 from gateway.config.loader import parse_spec
+from gateway.config.models import BreakerSpec
 from gateway.engine.execute import Node, execute
 from gateway.engine.plan import plan_endpoint
 from gateway.errors import BadStatus, CallTimeout, Skipped
+from gateway.policies.breaker import Breaker, guarded
+from gateway.policies.timeout import timeout
+from gateway.types import BackendRequest, BackendResponse, Call
 from gateway.web.aggregate import single_try_bound
 
 
@@ -365,3 +369,46 @@ async def test_a_graph_skips_its_last_node_when_a_call_it_needs_failed() -> None
     )
     assert isinstance(outcomes["first"].error, BadStatus)
     assert isinstance(outcomes["then"].error, Skipped) and outcomes["then"].error.cause == "first"
+
+
+# --- one timer or two: what a cut says, and what the breaker counts --------------------------
+
+
+def _hung_host(breaker: Breaker, per_try: float) -> Call:
+    """A backend that never answers, behind the chain a breaker makes (breaker, then the
+    per-try timeout, innermost)."""
+
+    async def hangs(request: BackendRequest) -> BackendResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return guarded("b", [(breaker, timeout(per_try)(hangs))], on_reject=lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("per_try", "deadline", "bounded", "says", "counted"),
+    [
+        # the per-try timeout ends first: the call's own timeout, a failure of the host,
+        # with execute's timer (a retried call: not bounded) or without (bounded by it)
+        (0.01, 5.0, 0.01, "timeout of 0.01s", True),
+        (0.01, 5.0, None, "timeout of 0.01s", True),
+        # the deadline ends first: the endpoint's, and the host is not blamed for it
+        (5.0, 0.01, 5.0, "endpoint deadline", False),
+        (5.0, 0.01, None, "endpoint deadline", False),
+    ],
+)
+async def test_a_cut_is_the_first_timeout_to_pass_and_only_a_try_timeout_is_counted(
+    per_try: float, deadline: float, bounded: float | None, says: str, counted: bool
+) -> None:
+    breaker = Breaker("b", "h", BreakerSpec(failures=1, window=60, cooldown=60), lambda *_: None)
+    call = _hung_host(breaker, per_try)
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + deadline
+
+    async def run(results: Mapping[str, Any]) -> Any:
+        return (await call(BackendRequest(deadline=ends))).body
+
+    outcomes = await execute([Node("n", (), 60, run, bounded)], ends)
+    error = outcomes["n"].error
+    assert isinstance(error, CallTimeout) and says in str(error)
+    assert breaker.state == ("open" if counted else "closed")

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from gateway.engine.templates import Sources
+from gateway.types import record
 
 ClientIp = Callable[[str | None, Mapping[str, str]], str | None]
 """(peer address, request headers) -> the client's address."""
@@ -43,7 +44,7 @@ def identity_digest(auth: Any) -> str:
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestContext:
     """What one request carries, by source name (see `gateway.engine.templates.SOURCES`)."""
 

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from gateway.errors import CallError, CallTimeout, Skipped
-from gateway.types import JSON
+from gateway.timers import Timeouts
+from gateway.types import JSON, record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Node:
     """One node of the call graph: `run` receives the results of finished nodes, by name."""
 
@@ -50,7 +51,7 @@ class Node:
     does. Given the same results as `run` would be. None: the node always runs."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Partial:
     """What a node that runs once per element (a `for_each` call) returns: the list of the
     elements' results (None for a failed one), the failures by element index, and how many
@@ -61,7 +62,7 @@ class Partial:
     sent: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """How one call ended: a value, or the error that stands for it."""
 
@@ -80,35 +81,56 @@ class Outcome:
 
 
 def execute(
-    nodes: Sequence[Node], deadline: float, done: Mapping[str, Outcome] | None = None
+    nodes: Sequence[Node],
+    deadline: float,
+    done: Mapping[str, Outcome] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> Awaitable[dict[str, Outcome]]:
     """Run every node; each is bounded by its own timeout and by `deadline` (loop time).
 
     `done` holds outcomes of calls that ran before (a background call needs the calls that
     answered the client): nodes may need them, and they are not returned again.
+    `timeouts` keeps the nodes' deadline timers (an endpoint's own: its requests' deadlines
+    end in the order they start); None: one shared by every caller.
 
     Called in a running loop; what it returns (a coroutine) is the run. A plain function
     that hands on the coroutine of the way it chose: every frame of a call's await chain
     is stepped through each time the call resumes, so the chain has no frame of its own.
     """
     loop = asyncio.get_running_loop()
+    run = _Run(deadline, loop, timeouts if timeouts is not None else _DEADLINES)
     known = dict(done or {})
     settled = _settle(nodes, known, loop) if any(n.ready is not None for n in nodes) else {}
     if settled:
-        return _execute_rest(nodes, settled, deadline, known, loop)
-    return _execute(nodes, deadline, known, loop)
+        return _execute_rest(nodes, settled, run, known)
+    return _execute(nodes, run, known)
+
+
+_DEADLINES = Timeouts()
+
+
+class _Run:
+    """What every node of one `execute` is run with."""
+
+    __slots__ = ("deadline", "loop", "timeouts")
+
+    def __init__(
+        self, deadline: float, loop: asyncio.AbstractEventLoop, timeouts: Timeouts
+    ) -> None:
+        self.deadline = deadline
+        self.loop = loop
+        self.timeouts = timeouts
 
 
 async def _execute_rest(
     nodes: Sequence[Node],
     settled: Mapping[str, Outcome],
-    deadline: float,
+    run: _Run,
     known: Mapping[str, Outcome],
-    loop: asyncio.AbstractEventLoop,
 ) -> dict[str, Outcome]:
     """`execute` once some nodes have settled at once: the others run."""
     rest = [node for node in nodes if node.name not in settled]
-    ran = await _execute(rest, deadline, known, loop) if rest else {}
+    ran = await _execute(rest, run, known) if rest else {}
     return {node.name: settled.get(node.name) or ran[node.name] for node in nodes}
 
 
@@ -144,25 +166,20 @@ def _settle(
 
 
 def _execute(
-    nodes: Sequence[Node],
-    deadline: float,
-    known: Mapping[str, Outcome],
-    loop: asyncio.AbstractEventLoop,
+    nodes: Sequence[Node], run: _Run, known: Mapping[str, Outcome]
 ) -> Awaitable[dict[str, Outcome]]:
     """Run `nodes`, which may need the calls of `known` (finished already)."""
     if all(need in known for node in nodes for need in node.needs):
-        return _execute_independent(nodes, deadline, loop, known)
-    return _execute_graph(nodes, deadline, known, loop)
+        return _execute_independent(nodes, run, known)
+    return _execute_graph(nodes, run, known)
 
 
 async def _execute_graph(
-    nodes: Sequence[Node],
-    deadline: float,
-    known: Mapping[str, Outcome],
-    loop: asyncio.AbstractEventLoop,
+    nodes: Sequence[Node], run: _Run, known: Mapping[str, Outcome]
 ) -> dict[str, Outcome]:
     """`_execute` for nodes that need others of them: a task each, finished ones announced
     through futures."""
+    loop = run.loop
     finished: dict[str, asyncio.Future[Outcome]] = {n.name: loop.create_future() for n in nodes}
     results: dict[str, JSON] = {}
     for name, outcome in known.items():
@@ -171,26 +188,23 @@ async def _execute_graph(
         if outcome.ok:
             results[name] = outcome.value
 
-    async def run(node: Node) -> None:
-        outcome = await _run_node(node, finished, results, deadline, loop)
+    async def run_one(node: Node) -> None:
+        outcome = await _run_node(node, finished, results, run)
         if outcome.ok:
             results[node.name] = outcome.value
         finished[node.name].set_result(outcome)
 
     async with asyncio.TaskGroup() as group:
         for node in nodes[:-1]:
-            group.create_task(run(node), name=f"call:{node.name}")
+            group.create_task(run_one(node), name=f"call:{node.name}")
         # the last in this task (a task fewer): what it awaits are the others' futures,
         # and what awaits it, its own
-        await run(nodes[-1])
+        await run_one(nodes[-1])
     return {node.name: finished[node.name].result() for node in nodes}
 
 
 async def _execute_independent(
-    nodes: Sequence[Node],
-    deadline: float,
-    loop: asyncio.AbstractEventLoop,
-    known: Mapping[str, Outcome],
+    nodes: Sequence[Node], run: _Run, known: Mapping[str, Outcome]
 ) -> dict[str, Outcome]:
     """`execute` for nodes of which none needs another that is still to run (they may need
     the finished calls of `known`): the last runs in this task, the others in tasks of a
@@ -201,24 +215,22 @@ async def _execute_independent(
     results: dict[str, JSON] = {}
     if known and any(node.needs for node in nodes):
         for name, outcome in known.items():
-            finished[name] = loop.create_future()
+            finished[name] = run.loop.create_future()
             finished[name].set_result(outcome)
             if outcome.ok:
                 results[name] = outcome.value
     if len(nodes) == 1:
         only = nodes[0]
-        return {only.name: await _run_node(only, finished, results, deadline, loop)}
+        return {only.name: await _run_node(only, finished, results, run)}
     *others, last = nodes
     # each task runs the node itself, its Outcome the task's result: no wrapper coroutine
     # (a frame more in the await chain) to store it
     async with asyncio.TaskGroup() as group:
         tasks = [
-            group.create_task(
-                _run_node(node, finished, results, deadline, loop), name=f"call:{node.name}"
-            )
+            group.create_task(_run_node(node, finished, results, run), name=f"call:{node.name}")
             for node in others
         ]
-        outcome = await _run_node(last, finished, results, deadline, loop)
+        outcome = await _run_node(last, finished, results, run)
     outcomes = {node.name: task.result() for node, task in zip(others, tasks, strict=True)}
     outcomes[last.name] = outcome
     return outcomes
@@ -228,8 +240,7 @@ async def _run_node(
     node: Node,
     finished: Mapping[str, asyncio.Future[Outcome]],
     results: Mapping[str, JSON],
-    deadline: float,
-    loop: asyncio.AbstractEventLoop,
+    run: _Run,
 ) -> Outcome:
     for need in node.needs:
         # awaiting a shared future never cancels it, so many dependants can wait on one call
@@ -238,14 +249,23 @@ async def _run_node(
             return Outcome(
                 node.name, 0.0, error=Skipped(f"skipped: needed call {need!r} failed", cause=need)
             )
+    loop, deadline = run.loop, run.deadline
     started = loop.time()
     budget = min(deadline, started + node.timeout)
     try:
         if node.bounded is not None and started + node.bounded < budget:
             value = await node.run(results)  # its own timeout ends it first
         else:
-            async with asyncio.timeout_at(budget):
+            timeouts = run.timeouts
+            entry = timeouts.enter(budget)
+            try:
                 value = await node.run(results)
+            except asyncio.CancelledError:
+                if timeouts.leave(entry, cancelled=True):
+                    raise TimeoutError from None
+                raise
+            finally:
+                timeouts.leave(entry)
     except TimeoutError:
         limit = "endpoint deadline" if budget == deadline else f"timeout of {node.timeout:g}s"
         return Outcome(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from gateway.errors import BulkheadFull
 from gateway.policies.timeout import timed_out
+from gateway.timers import Timeouts
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 
@@ -56,7 +57,9 @@ def timed_bulkhead(state: Bulkhead, seconds: float, on_reject: Callable[[], None
     """`bulkhead(state, on_reject)` around `timeout(seconds)` (gateway/policies/timeout.py)
     in one coroutine frame: what a chain is when nothing sits between the two (no breaker,
     no tracing), which is every call of a backend without resilience settings. A frame
-    less per call, and per resumption of the call's await chain."""
+    less per call, and per resumption of the call's await chain. Its tries share one
+    `Timeouts`, as `timeout`'s do."""
+    timeouts = Timeouts()
 
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
@@ -64,12 +67,17 @@ def timed_bulkhead(state: Bulkhead, seconds: float, on_reject: Callable[[], None
                 on_reject()
                 raise _full(state)
             state.in_flight += 1
+            entry = timeouts.after(seconds)
             try:
-                async with asyncio.timeout(seconds):
-                    return await inner(request)
-            except TimeoutError:
+                return await inner(request)
+            except asyncio.CancelledError:
+                if timeouts.leave(entry, cancelled=True):
+                    raise timed_out(seconds) from None
+                raise
+            except TimeoutError:  # one of the backend's own: a timeout all the same
                 raise timed_out(seconds) from None
             finally:
+                timeouts.leave(entry)
                 state.in_flight -= 1
 
         return call

@@ -3,6 +3,11 @@
 It sits innermost (just around the backend), so each retry and each hedged copy gets the full
 timeout, and the breaker above it sees a timeout as a failure of the host rather than as a
 cancellation. The endpoint deadline is enforced outside, by `execute`.
+
+The tries of one policy share a `Timeouts` (gateway/timers.py): the same length from now, so
+they end in the order they start and one loop timer serves them all, where
+`asyncio.timeout` armed one per try (+1.8 to +3.5 us a try against +7.9 to +11.6,
+`python -m benchmarks.timers`).
 """
 
 from __future__ import annotations
@@ -10,19 +15,27 @@ from __future__ import annotations
 import asyncio
 
 from gateway.errors import CallTimeout
+from gateway.timers import Timeouts
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
 
 
 def timeout(seconds: float) -> Policy:
     """Fail a try with `CallTimeout` when it takes longer than `seconds`."""
+    timeouts = Timeouts()
 
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
+            entry = timeouts.after(seconds)
             try:
-                async with asyncio.timeout(seconds):
-                    return await inner(request)
-            except TimeoutError:
+                return await inner(request)
+            except asyncio.CancelledError:
+                if timeouts.leave(entry, cancelled=True):
+                    raise timed_out(seconds) from None
+                raise
+            except TimeoutError:  # one of the backend's own: a timeout all the same
                 raise timed_out(seconds) from None
+            finally:
+                timeouts.leave(entry)
 
         return call
 

@@ -44,6 +44,7 @@ from gateway.errors import (
 )
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policies.cache import CachedCall
+from gateway.timers import Timeouts
 from gateway.types import JSON, BackendRequest, BackendResponse, Call
 from gateway.web.background import BackgroundCalls
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding, connection_named
@@ -76,6 +77,9 @@ def aggregation_handler(
     per_element = any(call.for_each is not None for call in answering)  # element metrics
 
     peeks = {name: c.peek if isinstance(c, CachedCall) else None for name, c in calls.items()}
+    # the deadline timers of the endpoint's calls: its requests' deadlines, all the same
+    # length from their start, end in the order they start (gateway/timers.py)
+    timeouts = Timeouts()
 
     def node(call: CallPlan, shared: _Shared) -> Node:
         runner = _CallRun(call, calls[call.name], peeks[call.name], shared)
@@ -121,7 +125,9 @@ def aggregation_handler(
         deadline = loop.time() + plan.timeout
         identity = context.identity
         shared = _Shared(context, forwarded_query, told, deadline, identity)
-        outcomes = await execute([node(call, shared) for call in answering], deadline)
+        outcomes = await execute(
+            [node(call, shared) for call in answering], deadline, None, timeouts
+        )
         failed = _observe(metrics, plan.path, outcomes)
         if per_element:
             _observe_elements(metrics, plan.path, outcomes)
@@ -138,7 +144,8 @@ def aggregation_handler(
             async def run_later() -> Mapping[str, Outcome]:
                 deadline = loop.time() + plan.timeout  # the endpoint's budget, from now
                 shared = _Shared(context, forwarded_query, told, deadline, identity)
-                done = await execute([node(call, shared) for call in later], deadline, outcomes)
+                nodes = [node(call, shared) for call in later]
+                done = await execute(nodes, deadline, outcomes, timeouts)
                 _observe(metrics, plan.path, done)
                 return done
 
