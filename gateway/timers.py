@@ -30,6 +30,7 @@ import itertools
 import weakref
 from collections import deque
 from heapq import heappop, heappush
+from types import TracebackType
 
 
 class Deadline:
@@ -82,6 +83,11 @@ class Timeouts:
         """`enter(loop.time() + seconds)`."""
         loop = asyncio.get_running_loop()
         return self._enter(loop, loop.time() + seconds)
+
+    def scope(self, when: float) -> Scope:
+        """`asyncio.timeout_at(when)` as a plain `with` block: the block's awaits are
+        cancelled at `when`, and a TimeoutError comes out of it (the passthrough's form)."""
+        return Scope(self.enter(when))
 
     def enter(self, when: float) -> Deadline:
         """Cancel the current task at `when` (loop time), unless left before."""
@@ -178,3 +184,24 @@ class Timeouts:
         if other is None:
             other = self._elsewhere[loop] = Timeouts()
         return other
+
+
+class Scope:
+    """A `with` block bounded by one `Timeouts` entry (`Timeouts.scope`)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: Deadline) -> None:
+        self.entry = entry
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if Timeouts.leave(self.entry, cancelled=exc_type is asyncio.CancelledError):
+            raise TimeoutError from exc

@@ -35,11 +35,26 @@ def heap_bound(timeouts: Timeouts) -> Bound:
     return bound
 
 
+def scope_bound(timeouts: Timeouts) -> Bound:
+    """`Timeouts.scope`, the plain `with` block the passthrough uses."""
+
+    @asynccontextmanager
+    async def bound(when: float) -> AsyncIterator[None]:
+        with timeouts.scope(when):
+            yield
+
+    return bound
+
+
 def both() -> dict[str, Bound]:
-    return {"asyncio": asyncio.timeout_at, "Timeouts": heap_bound(Timeouts())}
+    return {
+        "asyncio": asyncio.timeout_at,
+        "Timeouts": heap_bound(Timeouts()),
+        "scope": scope_bound(Timeouts()),
+    }
 
 
-FORMS = ("asyncio", "Timeouts")
+FORMS = ("asyncio", "Timeouts", "scope")
 
 
 @pytest.mark.parametrize("form", FORMS)

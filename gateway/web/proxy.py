@@ -28,7 +28,7 @@ from gateway.engine.plan import SEGMENT_SAFE, has_dot_segment
 from gateway.engine.templates import Template, parse_template, render_text
 from gateway.errors import BodyTooLarge
 from gateway.observability.tracing import traceparent
-from gateway.web.deadlines import Deadlines
+from gateway.timers import Timeouts
 from gateway.web.forwarding import FORWARDING_HEADERS, Forwarding
 from gateway.web.problems import problem
 from gateway.web.request_id import current_request_id
@@ -289,7 +289,7 @@ class PassthroughApp:
         self.max_body = max_body
         self.forwarding = forwarding
         self.error_details = error_details
-        self.deadlines = Deadlines()
+        self.deadlines = Timeouts()
 
     def __repr__(self) -> str:
         return f"<PassthroughApp {self.pattern.pattern} -> {self.backend}>"
@@ -386,8 +386,8 @@ class PassthroughApp:
         streamed = False
         try:
             # one deadline for the upstream's head and, when small, its whole body, without
-            # a loop timer of its own (web/deadlines.py)
-            with self.deadlines.at(loop, deadline):
+            # a loop timer of its own (gateway/timers.py)
+            with self.deadlines.scope(deadline):
                 answer = await upstream.session.request(
                     scope["method"],
                     url,
