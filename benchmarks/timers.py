@@ -39,15 +39,8 @@ _TIMEOUTS = Timeouts()
 
 
 async def with_timeouts() -> int:
-    entry = _TIMEOUTS.after(5)
-    try:
+    with _TIMEOUTS.within(5):  # as the policies use it
         return await _answer()
-    except asyncio.CancelledError:
-        if _TIMEOUTS.leave(entry, cancelled=True):
-            raise TimeoutError from None
-        raise
-    finally:
-        _TIMEOUTS.leave(entry)
 
 
 async def measure(use: Callable[[], Awaitable[int]], count: int, concurrency: int) -> float:

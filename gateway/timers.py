@@ -86,8 +86,12 @@ class Timeouts:
 
     def scope(self, when: float) -> Scope:
         """`asyncio.timeout_at(when)` as a plain `with` block: the block's awaits are
-        cancelled at `when`, and a TimeoutError comes out of it (the passthrough's form)."""
+        cancelled at `when` (loop time), and a TimeoutError comes out of it."""
         return Scope(self.enter(when))
+
+    def within(self, seconds: float) -> Scope:
+        """`scope(loop.time() + seconds)`."""
+        return Scope(self.after(seconds))
 
     def enter(self, when: float) -> Deadline:
         """Cancel the current task at `when` (loop time), unless left before."""

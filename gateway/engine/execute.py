@@ -256,16 +256,8 @@ async def _run_node(
         if node.bounded is not None and started + node.bounded < budget:
             value = await node.run(results)  # its own timeout ends it first
         else:
-            timeouts = run.timeouts
-            entry = timeouts.enter(budget)
-            try:
+            with run.timeouts.scope(budget):
                 value = await node.run(results)
-            except asyncio.CancelledError:
-                if timeouts.leave(entry, cancelled=True):
-                    raise TimeoutError from None
-                raise
-            finally:
-                timeouts.leave(entry)
     except TimeoutError:
         limit = "endpoint deadline" if budget == deadline else f"timeout of {node.timeout:g}s"
         return Outcome(

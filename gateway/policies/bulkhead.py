@@ -8,7 +8,6 @@ flight, which the retry budget reads.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from gateway.errors import BulkheadFull
@@ -67,17 +66,12 @@ def timed_bulkhead(state: Bulkhead, seconds: float, on_reject: Callable[[], None
                 on_reject()
                 raise _full(state)
             state.in_flight += 1
-            entry = timeouts.after(seconds)
             try:
-                return await inner(request)
-            except asyncio.CancelledError:
-                if timeouts.leave(entry, cancelled=True):
-                    raise timed_out(seconds) from None
-                raise
-            except TimeoutError:  # one of the backend's own: a timeout all the same
+                with timeouts.within(seconds):
+                    return await inner(request)
+            except TimeoutError:  # ours, or one of the backend's own: a timeout all the same
                 raise timed_out(seconds) from None
             finally:
-                timeouts.leave(entry)
                 state.in_flight -= 1
 
         return call

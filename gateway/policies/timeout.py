@@ -12,8 +12,6 @@ they end in the order they start and one loop timer serves them all, where
 
 from __future__ import annotations
 
-import asyncio
-
 from gateway.errors import CallTimeout
 from gateway.timers import Timeouts
 from gateway.types import BackendRequest, BackendResponse, Call, Policy
@@ -25,17 +23,11 @@ def timeout(seconds: float) -> Policy:
 
     def policy(inner: Call) -> Call:
         async def call(request: BackendRequest) -> BackendResponse:
-            entry = timeouts.after(seconds)
             try:
-                return await inner(request)
-            except asyncio.CancelledError:
-                if timeouts.leave(entry, cancelled=True):
-                    raise timed_out(seconds) from None
-                raise
-            except TimeoutError:  # one of the backend's own: a timeout all the same
+                with timeouts.within(seconds):
+                    return await inner(request)
+            except TimeoutError:  # ours, or one of the backend's own: a timeout all the same
                 raise timed_out(seconds) from None
-            finally:
-                timeouts.leave(entry)
 
         return call
 

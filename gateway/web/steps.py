@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.engine.context import RequestContext
+from gateway.engine.context import ClientIp, RequestContext
 from gateway.web.forwarding import Forwarding
 from gateway.web.request_id import current_request_id
 from gateway.web.routing import EndpointRoute
@@ -92,15 +92,26 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
-        context = RequestContext.from_scope(scope, current_request_id.get(), self.client_ip)
-        for step in self.steps:
-            outcome = await step(request, context)
-            if isinstance(outcome, Response):
-                await _with_added(request, outcome)(scope, receive, send)
-                return
-            context = outcome
+        context = await _run_steps(self.steps, request, self.client_ip, send)
+        if context is None:
+            return
         response = await self.handler(request, context)
         await _with_added(request, response)(scope, receive, send)
+
+
+async def _run_steps(
+    steps: tuple[Step, ...], request: Request, client_ip: ClientIp, send: Send
+) -> RequestContext | None:
+    """The request's context after `steps`, or None when one of them answered (sent)."""
+    scope = request.scope
+    context = RequestContext.from_scope(scope, current_request_id.get(), client_ip)
+    for step in steps:
+        outcome = await step(request, context)
+        if isinstance(outcome, Response):
+            await _with_added(request, outcome)(scope, request.receive, send)
+            return None
+        context = outcome
+    return context
 
 
 def app_route(
@@ -127,13 +138,8 @@ class _StepsFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
-        context = RequestContext.from_scope(scope, current_request_id.get(), self.client_ip)
-        for step in self.steps:
-            outcome = await step(request, context)
-            if isinstance(outcome, Response):
-                await _with_added(request, outcome)(scope, receive, send)
-                return
-            context = outcome
+        if await _run_steps(self.steps, request, self.client_ip, send) is None:
+            return
         added: list[tuple[bytes, bytes]] | None = scope.get(_ADDED)
         if not added:
             await self.app(scope, receive, send)
