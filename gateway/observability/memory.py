@@ -13,7 +13,9 @@ Only once the growth has stopped (`TrimPace`): a process that is still growing i
 load, not left with a burst's garbage, and a full collection walks every object its requests
 in flight hold. Collecting at every check while 10,000 connections ramped up took 14 full
 collections of up to 2.5 s each, 38% of the gateway's CPU (`python -m loadtests.run --profile
-slow-backend`, timed by a `gc.callbacks` hook; py-spy put 40% of the samples in this task).
+slow-backend` with its delay at 2 s and a gateway whose `sitecustomize` timed collections by
+`gc.callbacks`, neither committed; py-spy put 40% of the samples in this task); the same run
+after this change made 2.
 
 Measured by `python -m benchmarks.hostile` ("memory after a burst", RSS MiB before / peak /
 3 s after; docs/security.md): this 66 / 143 / 62; neither 66 / 143 / 109;

@@ -18,7 +18,8 @@ walks grow too) for nothing: under a 1-call load no collection found a cycle to 
 threshold is still too low once more objects are in flight than it allows: with 512
 connections on a 3-call fan-out, each request's objects outlive the time it takes to
 allocate 20,000 more, so every one of them is walked (and promoted) before it dies, and
-young collections took ~16% of the gateway's CPU (1.0 s of 6.2 s, a `gc.callbacks` timer).
+young collections took ~16% of the gateway's CPU (1.0 s of 6.2 s: wrk against a gateway
+started with a `sitecustomize` that timed collections by `gc.callbacks`, not committed).
 So a young collection that freed nothing doubles the threshold, up to `YOUNG_CEILING`, and
 one that freed a cycle brings it back to `YOUNG_THRESHOLD`: a load that makes no garbage is
 walked less and less, and one that does (failed calls' tracebacks) is collected at the
